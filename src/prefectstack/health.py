@@ -1,0 +1,130 @@
+"""Probes that tell whether one component of the stack answers.
+
+Each returns a Probe result instead of raising, so callers (native `up`,
+`status`, `doctor`, compose health checks) can show the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import redis
+
+# Consumer groups the background-services process serves on Redis streams
+# (stream -> groups); each gets its consumer when the process starts. (The
+# `actions` group gets one only once an automation fires, so it is not listed.)
+SERVICE_CONSUMER_GROUPS = {
+    "events": ("event-persister", "task-run-recorder", "reactive-triggers"),
+}
+# Docket's heartbeat set for the services process (`prefect server services
+# start` hard-codes the docket name "prefect"); members are "<hostname>#<pid>".
+DOCKET_WORKERS_KEY = "prefect:workers"
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def http_ok(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3.0) -> Probe:
+    try:
+        resp = httpx.get(url, auth=auth, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Probe(False, f"{url}: {type(exc).__name__}: {exc}".rstrip(": "))
+    if resp.status_code != 200:
+        return Probe(False, f"{url}: HTTP {resp.status_code}")
+    return Probe(True, f"HTTP {resp.status_code}")
+
+
+def postgres_ok(
+    *, host: str, port: int, user: str, password: str, dbname: str, timeout: int = 3
+) -> Probe:
+    try:
+        with psycopg.connect(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            dbname=dbname,
+            connect_timeout=timeout,
+            application_name="prefectstack-health",
+        ) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    except psycopg.Error as exc:
+        return Probe(False, str(exc).strip().splitlines()[0])
+    return Probe(True, f"PostgreSQL {version}")
+
+
+def redis_client(*, host: str, port: int, password: str, db: int = 0) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        db=db,
+        socket_timeout=3,
+        socket_connect_timeout=3,
+        decode_responses=True,
+    )
+
+
+def redis_ok(*, host: str, port: int, password: str) -> Probe:
+    try:
+        client = redis_client(host=host, port=port, password=password)
+        client.ping()
+        version = client.info("server")["redis_version"]
+    except redis.RedisError as exc:
+        return Probe(False, f"{type(exc).__name__}: {exc}")
+    return Probe(True, f"Redis {version}")
+
+
+def background_services_ok(
+    messaging: redis.Redis, docket: redis.Redis, *, worker_prefix: str = "", max_age_s: float = 30.0
+) -> Probe:
+    """The background-services process is alive and consuming: its docket worker
+    (hard-coded docket name `prefect`) heartbeats, and every consumer group it
+    serves exists with a consumer. Consumer idle times are no liveness signal on
+    Redis 7.0, where a blocking read that times out does not reset them."""
+    problems = []
+    try:
+        now = time.time()
+        beats = [
+            (name, score)
+            for name, score in docket.zrange(DOCKET_WORKERS_KEY, 0, -1, withscores=True)
+            if name.startswith(worker_prefix)
+        ]
+        if not beats:
+            problems.append("no docket worker registered")
+        elif now - max(score for _, score in beats) > max_age_s:
+            age = now - max(score for _, score in beats)
+            problems.append(f"docket worker heartbeat {age:.0f}s old")
+        for stream, groups in SERVICE_CONSUMER_GROUPS.items():
+            known = (
+                {g["name"]: g["consumers"] for g in messaging.xinfo_groups(stream)}
+                if messaging.exists(stream)
+                else {}
+            )
+            for group in groups:
+                if not known.get(group):
+                    problems.append(f"{stream}/{group}: no consumer")
+    except redis.RedisError as exc:
+        return Probe(False, f"{type(exc).__name__}: {exc}")
+    if problems:
+        return Probe(False, "; ".join(problems))
+    return Probe(True, "docket heartbeat fresh, all consumer groups served")
+
+
+def wait_for(probe, *, timeout: float, interval: float = 0.5) -> Probe:
+    """Poll `probe()` until it passes or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    result = probe()
+    while not result and time.monotonic() < deadline:
+        time.sleep(interval)
+        result = probe()
+    return result

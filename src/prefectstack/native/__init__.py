@@ -1,0 +1,1 @@
+"""Native mode: the stack's topology as supervised local processes."""

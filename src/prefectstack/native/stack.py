@@ -1,0 +1,400 @@
+"""Native mode operations: up, down, status, restart, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..health import Probe
+from ..nginx_config import native_conf
+from ..settings import StackSettings
+from . import postgres, topology
+from .layout import Layout
+from .supervisor import ProcInfo, Supervisor, SupervisorError, write_config
+from .tools import Tools, locate
+
+Report = Callable[[str, str], None]  # (service, message)
+
+# A service restarted this often within 10 minutes, and not up for a minute
+# since, is crash-looping: reported as failing rather than as healthy.
+CRASH_LOOP_RESTARTS = 5
+STABLE_AFTER_S = 60
+
+
+class StackError(Exception):
+    """A failure to show the user: one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    description: str
+    state: str
+    pid: int | None
+    port: int | None
+    health: str
+    healthy: bool
+    restarts: int
+    uptime_s: float | None
+    detail: str
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _quiet(_service: str, _message: str) -> None:
+    pass
+
+
+class NativeStack:
+    def __init__(self, settings: StackSettings, report: Report = _quiet):
+        self.s = settings
+        self.layout = Layout(settings.state_dir)
+        self.sup = Supervisor(self.layout)
+        self.report = report
+        self._tools: Tools | None = None
+        self._services: list[topology.Service] | None = None
+
+    # --- topology --------------------------------------------------------------
+    @property
+    def tools(self) -> Tools:
+        if self._tools is None:
+            self._tools = locate()
+        return self._tools
+
+    @property
+    def services(self) -> list[topology.Service]:
+        if self._services is None:
+            self._services, skipped = topology.build(self.s, self.layout, self.tools)
+            for item in skipped:
+                self.report(item.name, f"skipped: {item.reason}")
+        return self._services
+
+    def service(self, name: str) -> topology.Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        known = ", ".join(svc.name for svc in self.services)
+        raise StackError([f"unknown service '{name}'; services: {known}"])
+
+    def stages(self) -> list[list[topology.Service]]:
+        order = sorted({svc.stage for svc in self.services})
+        return [[svc for svc in self.services if svc.stage == st] for st in order]
+
+    # --- files -------------------------------------------------------------------
+    def _write_files(self) -> list[str]:
+        """Render every config into the state directory; return the services
+        whose environment changed since their files were last written."""
+        lay = self.layout
+        lay.root.mkdir(parents=True, exist_ok=True)
+        lay.root.chmod(0o755)  # service accounts must reach their own subdirectories
+        for path, mode in (
+            (lay.run, 0o700),
+            (lay.env_dir, 0o700),
+            (lay.logs, 0o755),
+            (lay.redis, 0o700),
+            (lay.prefect_home, 0o700),
+            (lay.nginx, 0o755),
+            (lay.nginx / "tmp", 0o755),
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+        changed = []
+        for svc in self.services:
+            if svc.env_file is None:
+                continue
+            text = json.dumps(svc.env, indent=1, sort_keys=True)
+            if svc.env_file.exists() and svc.env_file.read_text() != text:
+                changed.append(svc.name)
+            _write_private(svc.env_file, text)
+        _write_private(lay.redis_local_conf, self._redis_local_conf())
+        lay.nginx_conf.write_text(
+            native_conf(
+                listen=f"{self.s.bind_address}:{self.s.prefect_port}",
+                api_addresses=[f"{topology.LOOPBACK}:{p}" for p in self.s.api_ports],
+                status_listen=f"{topology.LOOPBACK}:{self.s.nginx_status_port}",
+                run_dir=lay.run,
+                nginx_dir=lay.nginx,
+                access_log=lay.nginx_access_log,
+            )
+        )
+        write_config(lay, self.s.project_name, self.services)
+        return changed
+
+    def _redis_local_conf(self) -> str:
+        s = self.s
+        return "\n".join(
+            [
+                "# Native-mode additions to deploy/redis/redis.conf (written by prefectstack).",
+                f"bind {topology.LOOPBACK}",
+                "protected-mode yes",
+                f"port {s.prefect_redis_messaging_port}",
+                f"dir {self.layout.redis}",
+                "daemonize no",
+                'logfile ""',
+                f"maxmemory {s.redis_maxmemory}",
+                f"requirepass {s.redis_password.get_secret_value()}",
+                "",
+            ]
+        )
+
+    # --- preflight -----------------------------------------------------------------
+    def preflight(self, running: dict[str, ProcInfo]) -> None:
+        """Fail before anything starts when a port is taken or used twice."""
+        problems = []
+        seen: dict[int, str] = {}
+        for name, key, port in topology.listeners(self.s, self.services):
+            label = f"{name} ({key}={port})" if key else f"{name} (port {port})"
+            if port in seen:
+                problems.append(f"port {port} is configured for both {seen[port]} and {label}")
+                continue
+            seen[port] = label
+            info = running.get(name)
+            if info is not None and info.state in ("RUNNING", "STARTING", "BACKOFF"):
+                continue
+            host = (
+                self.s.bind_address
+                if name == "nginx" and port == self.s.prefect_port
+                else (topology.LOOPBACK)
+            )
+            if not _port_free(host, port):
+                problems.append(
+                    f"{label}: port {port} on {host} is already in use by another process; "
+                    f"stop it (see `ss -ltnp 'sport = :{port}'`) or set another port in .env"
+                )
+        if problems:
+            raise StackError(problems)
+
+    # --- up ----------------------------------------------------------------------------
+    def up(self) -> list[str]:
+        """Start everything not yet running, stage by stage behind health gates.
+        Returns notices for the user."""
+        notices: list[str] = []
+        running = self.sup.all_info() if self.sup.running() else {}
+        self.preflight(running)
+        changed = self._write_files()
+        if running:
+            self.sup.reload_config()
+            changed = [n for n in changed if n in running and running[n].state == "RUNNING"]
+            if changed:
+                notices.append(
+                    "configuration changed for running services "
+                    f"{', '.join(changed)}; apply it with `prefectstack restart SERVICE`"
+                )
+        else:
+            if postgres.initdb(self.tools.pg_bindir, self.layout, self.s):
+                self.report("postgres", "created a new cluster")
+            self.layout.restarts.unlink(missing_ok=True)  # counts are per supervisor run
+            self.sup.start_daemon(topology.base_env(self.layout))
+        for stage in self.stages():
+            self._start_stage(stage)
+            if any(svc.name == "postgres" for svc in stage) and postgres.bootstrap(
+                self.tools.pg_bindir, self.layout, self.s
+            ):
+                self.report("postgres", f"created database {self.s.postgres_db} with pg_trgm")
+        return notices
+
+    def _start_stage(self, stage: list[topology.Service]) -> None:
+        pending = {}
+        for svc in stage:
+            info = self.sup.info(svc.name)
+            if svc.oneshot or info.state not in ("RUNNING", "STARTING", "BACKOFF"):
+                self.sup.start(svc.name)
+                self.report(svc.name, "starting")
+            pending[svc.name] = (svc, time.monotonic())
+        failures = []
+        while pending:
+            for name, (svc, started) in list(pending.items()):
+                done, problem = self._gate(svc, started)
+                if problem:
+                    failures.append(problem)
+                    del pending[name]
+                elif done:
+                    self.report(name, f"{done} ({time.monotonic() - started:.1f}s)")
+                    del pending[name]
+            if pending:
+                time.sleep(0.3)
+        if failures:
+            raise StackError(failures)
+
+    def _gate(self, svc: topology.Service, started: float) -> tuple[str | None, str | None]:
+        """(done message, problem) for one service waiting at its health gate."""
+        info = self.sup.info(svc.name)
+        elapsed = time.monotonic() - started
+        if svc.oneshot:
+            if info.state == "EXITED" and info.exitstatus == 0:
+                return "completed", None
+            if info.state in ("EXITED", "FATAL", "BACKOFF"):
+                return None, self._failure(svc, f"exited with status {info.exitstatus}")
+        elif info.state == "FATAL":
+            return None, self._failure(svc, "kept exiting during start-up; supervisor gave up")
+        elif info.state == "RUNNING":
+            probe = svc.probe() if svc.probe else Probe(True)
+            if probe:
+                return "healthy", None
+            svc_detail = probe.detail
+            if elapsed > svc.start_timeout:
+                return None, self._failure(
+                    svc, f"not healthy after {svc.start_timeout:.0f}s: {svc_detail}"
+                )
+            return None, None
+        if elapsed > svc.start_timeout:
+            return None, self._failure(svc, f"still {info.state} after {svc.start_timeout:.0f}s")
+        return None, None
+
+    def _failure(self, svc: topology.Service, reason: str) -> str:
+        tail = _tail(self.layout.log_of(svc.name), 12)
+        text = f"{svc.name} ({svc.description}) failed: {reason}"
+        if tail:
+            text += (
+                f"\n    last lines of {self.layout.log_of(svc.name)}:\n      "
+                + "\n      ".join(tail)
+            )
+        return text
+
+    # --- down ------------------------------------------------------------------------
+    def down(self) -> None:
+        """Stop stage by stage in reverse order, then supervisord itself."""
+        if not self.sup.running():
+            if self.sup.pid() is not None:
+                self.sup.shutdown()
+            return
+        infos = self.sup.all_info()
+        for stage in reversed(self.stages()):
+            names = [svc.name for svc in stage if svc.name in infos]
+            for name in names:
+                self.report(name, "stopping")
+            self._stop_many(names)
+        self.sup.shutdown()
+
+    def _stop_many(self, names: list[str]) -> None:
+        # supervisord stops one at a time per call; stopping a stage's members from
+        # threads keeps a stage's shutdown as long as its slowest member.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(self.sup.stop, names))
+
+    # --- one service -------------------------------------------------------------------
+    def restart(self, name: str) -> None:
+        svc = self.service(name)
+        self._require_running()
+        self._write_files()
+        self.sup.reload_config()
+        self.sup.stop(name)
+        self.report(name, "stopped")
+        self._start_stage([svc])
+
+    def stop(self, name: str) -> None:
+        self.service(name)
+        self._require_running()
+        self.sup.stop(name)
+
+    def kill(self, name: str) -> int:
+        self.service(name)
+        self._require_running()
+        return self.sup.kill(name)
+
+    def _require_running(self) -> None:
+        if not self.sup.running():
+            raise StackError([f"the native stack in {self.layout.root} is not running"])
+
+    # --- status ------------------------------------------------------------------------
+    def restarts(self) -> dict:
+        try:
+            return json.loads(self.layout.restarts.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def status(self) -> list[ServiceStatus]:
+        infos = self.sup.all_info() if self.sup.running() else {}
+        restarts = self.restarts()
+        rows = []
+        now = time.time()
+        for svc in self.services:
+            info = infos.get(svc.name)
+            state = info.state if info else "DOWN"
+            counted = restarts.get(svc.name, {})
+            recent = [t for t in counted.get("recent", []) if now - t < 600]
+            detail = ""
+            if state == "RUNNING" and svc.probe:
+                probe = svc.probe()
+                health, healthy, detail = (
+                    ("healthy" if probe else "unhealthy"),
+                    probe.ok,
+                    probe.detail,
+                )
+            elif state == "RUNNING":
+                health, healthy = "running", True
+            elif svc.oneshot and state == "EXITED" and info and info.exitstatus == 0:
+                health, healthy = "completed", True
+            else:
+                health, healthy = state.lower(), False
+                detail = info.description if info else ""
+            uptime = (now - info.start) if info and state == "RUNNING" else None
+            flapping = len(recent) >= CRASH_LOOP_RESTARTS and (uptime or 0) < STABLE_AFTER_S
+            if flapping or counted.get("failed"):
+                health, healthy = "failing", False
+                detail = f"{len(recent)} restarts in 10 min; {counted.get('last_reason', '')}"
+            rows.append(
+                ServiceStatus(
+                    name=svc.name,
+                    description=svc.description,
+                    state=state,
+                    pid=info.pid if info and info.pid else None,
+                    port=svc.port,
+                    health=health,
+                    healthy=healthy,
+                    restarts=counted.get("restarts", 0),
+                    uptime_s=uptime,
+                    detail=detail,
+                )
+            )
+        return rows
+
+    def log_files(self, name: str | None) -> list[Path]:
+        names = [name] if name else [svc.name for svc in self.services]
+        if name:
+            self.service(name)
+        return [self.layout.log_of(n) for n in names if self.layout.log_of(n).exists()]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+__all__ = ["NativeStack", "ServiceStatus", "StackError", "SupervisorError"]

@@ -1,0 +1,229 @@
+"""The native stack's services: what runs, in which order, and how each is checked.
+
+The same topology as docker-compose.yml, with loopback addresses instead of
+compose service names. `STAGES` is the start order: every service of a stage
+must be healthy (or, for one-shot jobs, have exited 0) before the next starts,
+like compose's `depends_on: condition: service_healthy /
+service_completed_successfully`.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import health
+from ..prefect_env import Endpoints, server_env
+from ..settings import StackSettings
+from . import postgres
+from .layout import Layout
+from .supervisor import command_line
+from .tools import Tools
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    stage: int
+    description: str
+    port: int | None = None
+    port_key: str | None = None
+    env: dict[str, str] | None = None
+    env_file: Path | None = None
+    probe: Callable[[], health.Probe] | None = None
+    oneshot: bool = False
+    user: str | None = None
+    startsecs: int = 2
+    startretries: int = 5
+    stop_signal: str = "TERM"
+    stop_wait: int = 30
+    start_timeout: float = 60.0
+    directory: Path = field(default_factory=Path.cwd)
+
+    @property
+    def command_line(self) -> str:
+        argv = self.argv
+        if self.env_file is not None:
+            argv = [sys.executable, "-m", "prefectstack.native.launch", str(self.env_file), *argv]
+        return command_line(argv)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+def endpoints(s: StackSettings) -> Endpoints:
+    return Endpoints(LOOPBACK, s.postgres_port, LOOPBACK, s.prefect_redis_messaging_port)
+
+
+def base_env(layout: Layout) -> dict[str, str]:
+    """What every child gets; nothing leaks in from the caller's shell."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(layout.prefect_home),
+        "TZ": "UTC",
+    }
+
+
+def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service], list[Skipped]]:
+    services: list[Service] = []
+    skipped: list[Skipped] = []
+    ep = endpoints(s)
+    env0 = base_env(layout)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    password = s.postgres_password.get_secret_value()
+    redis_password = s.redis_password.get_secret_value()
+
+    def redis_db(db: int):
+        return health.redis_client(
+            host=LOOPBACK, port=s.prefect_redis_messaging_port, password=redis_password, db=db
+        )
+
+    def prefect_env(app_name: str, **extra: str) -> dict[str, str]:
+        return {
+            **env0,
+            **server_env(s, ep, application_name=app_name),
+            "PREFECT_HOME": str(layout.prefect_home),
+            **extra,
+        }
+
+    services.append(
+        Service(
+            name="postgres",
+            description="PostgreSQL",
+            argv=postgres.server_argv(tools.pg_bindir, layout, s),
+            stage=0,
+            port=s.postgres_port,
+            port_key="POSTGRES_PORT",
+            user=postgres.run_as_user(),
+            stop_signal="INT",  # fast shutdown: roll back, checkpoint, exit
+            stop_wait=60,
+            probe=lambda: health.postgres_ok(
+                host=LOOPBACK,
+                port=s.postgres_port,
+                user=s.postgres_user,
+                password=password,
+                dbname="postgres",
+            ),
+        )
+    )
+    services.append(
+        Service(
+            name="redis",
+            description="Redis (broker, cache, leases, docket)",
+            argv=[
+                tools.redis_server,
+                str(tools.deploy / "redis" / "redis.conf"),
+                "--include",
+                str(layout.redis_local_conf),
+            ],
+            stage=0,
+            port=s.prefect_redis_messaging_port,
+            port_key="PREFECT_REDIS_MESSAGING_PORT",
+            probe=lambda: health.redis_ok(
+                host=LOOPBACK, port=s.prefect_redis_messaging_port, password=redis_password
+            ),
+        )
+    )
+    services.append(
+        Service(
+            name="migrate",
+            description="one-shot Prefect database migration",
+            argv=[prefect, "server", "database", "upgrade", "-y"],
+            env=prefect_env("prefect-migrate"),
+            stage=1,
+            oneshot=True,
+            startsecs=0,
+            startretries=0,
+            start_timeout=600.0,
+        )
+    )
+    for i, port in enumerate(s.api_ports, start=1):
+        services.append(
+            Service(
+                name=f"api-{i}",
+                description=f"Prefect API replica {i}",
+                argv=[
+                    prefect,
+                    "server",
+                    "start",
+                    "--no-services",
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                ],
+                env=prefect_env(
+                    f"prefect-api-{i}",
+                    PREFECT_SERVER_API_HOST=LOOPBACK,
+                    PREFECT_SERVER_API_PORT=str(port),
+                    PREFECT_UI_STATIC_DIRECTORY=str(layout.prefect_home / "ui"),
+                ),
+                # Alone first on a fresh database: replicas starting together race
+                # to register the default block types and one of them exits.
+                stage=2 if i == 1 else 3,
+                port=port,
+                port_key="PREFECT_API_FIRST_PORT",
+                startsecs=10,
+                startretries=3,
+                start_timeout=180.0,
+                probe=lambda port=port: health.http_ok(f"http://{LOOPBACK}:{port}/api/ready"),
+            )
+        )
+    services.append(
+        Service(
+            name="services",
+            description="Prefect background services (exactly one)",
+            argv=[prefect, "server", "services", "start"],
+            env=prefect_env("prefect-services", PREFECT_SERVER_UI_ENABLED="false"),
+            stage=4,
+            startsecs=10,
+            start_timeout=120.0,
+            probe=lambda: health.background_services_ok(
+                redis_db(s.prefect_redis_messaging_db),
+                redis_db(s.prefect_docket_redis_db),
+                worker_prefix=f"{socket.gethostname()}#",
+            ),
+        )
+    )
+    services.append(
+        Service(
+            name="nginx",
+            description="nginx load balancer",
+            argv=[
+                tools.nginx,
+                "-p",
+                str(layout.nginx),
+                "-c",
+                str(layout.nginx_conf),
+                "-g",
+                "daemon off;",
+            ],
+            stage=5,
+            port=s.prefect_port,
+            port_key="PREFECT_PORT",
+            stop_signal="QUIT",  # graceful: finish in-flight requests
+            probe=lambda: health.http_ok(f"{s.lb_url}/api/health"),
+        )
+    )
+    for svc in services:
+        if svc.env is not None:
+            svc.env_file = layout.env_of(svc.name)
+    return services, skipped
+
+
+def listeners(s: StackSettings, services: list[Service]) -> list[tuple[str, str, int]]:
+    """(service, .env key, port) of every port the native stack listens on."""
+    out = [(svc.name, svc.port_key or "", svc.port) for svc in services if svc.port]
+    out.append(("nginx", "NGINX_STATUS_PORT", s.nginx_status_port))
+    return out

@@ -1,0 +1,287 @@
+"""The stack's one typed configuration model, read from `.env`.
+
+Both deployment modes are driven by these keys: docker compose interpolates
+them into docker-compose.yml, native mode reads them through this model.
+pydantic-settings gives typed parsing and per-key error messages, so a bad
+value fails before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Characters that survive inside a URL, a libpq conninfo and a shell word
+# without quoting. The Redis password ends up in PREFECT_SERVER_DOCKET_URL.
+URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+PROJECT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MEMORY_RE = re.compile(r"^[0-9]+(kb|mb|gb)$", re.IGNORECASE)
+DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+
+REDIS_BROKER = "prefect_redis.messaging"
+# The compose service names; native mode maps them to the loopback address.
+POSTGRES_SERVICE_HOST = "postgres"
+REDIS_SERVICE_HOST = "redis"
+
+
+class SettingsError(Exception):
+    """A configuration that cannot be used; `problems` holds one line per key."""
+
+    def __init__(self, source: Path | None, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
+
+
+class StackSettings(BaseSettings):
+    """Every key of `.env`. Field names are the lower-cased keys."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="forbid",
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    # --- project -----------------------------------------------------------
+    project_name: str = "prefectstack"
+    bind_address: str = "127.0.0.1"
+    state_dir: Path = Path("./state")
+
+    # --- PostgreSQL ----------------------------------------------------------
+    postgres_user: str = "prefect"
+    postgres_password: SecretStr
+    postgres_db: str = "prefect"
+    postgres_port: Port = 5432
+    postgres_max_connections: int = Field(200, ge=20, le=10000)
+    postgres_shared_buffers: str = "256MB"
+
+    # --- Prefect -------------------------------------------------------------
+    prefect_port: Port = 4200
+    prefect_api_replicas: int = Field(3, ge=1, le=32)
+    prefect_api_first_port: Port = 4201
+    prefect_ui_api_url: str | None = None
+    prefect_server_api_auth_string: SecretStr
+    prefect_api_database_migrate_on_start: Literal[False] = False
+    prefect_api_database_connection_url: SecretStr | None = None
+    prefect_server_database_sqlalchemy_pool_size: int = Field(5, ge=1, le=200)
+    prefect_server_database_sqlalchemy_max_overflow: int = Field(10, ge=0, le=200)
+    prefect_messaging_broker: Literal["prefect_redis.messaging"] = REDIS_BROKER
+    prefect_messaging_cache: Literal["prefect_redis.messaging"] = REDIS_BROKER
+    prefect_redis_messaging_host: Literal["redis"] = REDIS_SERVICE_HOST
+    prefect_redis_messaging_port: Port = 6379
+    prefect_redis_messaging_db: int = Field(0, ge=0, le=15)
+    prefect_docket_redis_db: int = Field(1, ge=0, le=15)
+
+    # --- Redis ---------------------------------------------------------------
+    redis_password: SecretStr
+    redis_maxmemory: str = "512mb"
+
+    # --- web UIs -------------------------------------------------------------
+    pgadmin_default_email: str = "admin@example.com"
+    pgadmin_default_password: SecretStr
+    pgadmin_port: Port = 8888
+    ardm_port: Port = 8081
+    redis_ui_user: str = "admin"
+    redis_ui_password: SecretStr
+
+    # --- monitoring ----------------------------------------------------------
+    grafana_admin_user: str = "admin"
+    grafana_admin_password: SecretStr
+    grafana_port: Port = 3000
+    prometheus_port: Port = 9090
+    prometheus_retention: str = "15d"
+    alertmanager_port: Port = 9093
+    alert_webhook_url: str | None = None
+    nginx_status_port: Port = 8080
+    postgres_exporter_port: Port = 9187
+    redis_exporter_port: Port = 9121
+    nginx_exporter_port: Port = 9113
+    nginx_log_exporter_port: Port = 3903
+    prefect_exporter_port: Port = 9560
+
+    # --- backups -------------------------------------------------------------
+    backup_dir: Path = Path("./postgres_backups")
+    backup_schedule: str = "@daily"
+    backup_keep_days: int = Field(7, ge=1)
+    backup_keep_weeks: int = Field(4, ge=0)
+    backup_keep_months: int = Field(6, ge=0)
+
+    # --- validators ------------------------------------------------------------
+    @field_validator("project_name")
+    @classmethod
+    def _project_name(cls, v: str) -> str:
+        if not PROJECT_NAME_RE.match(v):
+            raise ValueError(
+                "must start with a lower-case letter or digit and contain only "
+                "a-z, 0-9, '_' and '-' (it names the compose project and containers)"
+            )
+        return v
+
+    @field_validator("postgres_user", "postgres_db", "redis_ui_user", "grafana_admin_user")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError("must be a plain identifier: letters, digits and '_'")
+        return v
+
+    @field_validator(
+        "postgres_password",
+        "redis_password",
+        "pgadmin_default_password",
+        "redis_ui_password",
+        "grafana_admin_password",
+    )
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        if not URL_SAFE.match(v.get_secret_value()):
+            raise ValueError(
+                "may contain only letters, digits and . _ ~ - (it is embedded in "
+                "connection URLs); `prefectstack init` generates a suitable value"
+            )
+        return v
+
+    @field_validator("prefect_server_api_auth_string")
+    @classmethod
+    def _auth_string(cls, v: SecretStr) -> SecretStr:
+        user, sep, password = v.get_secret_value().partition(":")
+        if not sep or not user or not password:
+            raise ValueError("must have the form user:password")
+        if not re.match(r"^[A-Za-z0-9_.-]+$", user) or not URL_SAFE.match(password):
+            raise ValueError(
+                "user may contain letters, digits and . _ -; password letters, digits and . _ ~ -"
+            )
+        return v
+
+    @field_validator("pgadmin_default_email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v):
+            raise ValueError("must be an e-mail address (pgAdmin logs in with it)")
+        return v
+
+    @field_validator("postgres_shared_buffers")
+    @classmethod
+    def _pg_memory(cls, v: str) -> str:
+        if not re.match(r"^[0-9]+(kB|MB|GB)$", v):
+            raise ValueError("must be a PostgreSQL size such as 256MB or 1GB")
+        return v
+
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _redis_memory(cls, v: str) -> str:
+        if not MEMORY_RE.match(v):
+            raise ValueError("must be a Redis size such as 512mb or 2gb")
+        return v.lower()
+
+    @field_validator("prometheus_retention")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not DURATION_RE.match(v):
+            raise ValueError("must be a Prometheus duration such as 15d or 12h")
+        return v
+
+    @field_validator("prefect_ui_api_url", "alert_webhook_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _seed_connection_url(self) -> StackSettings:
+        # The seed's .env carried the full URL; it is now derived from POSTGRES_*.
+        # Accept it only when it says the same thing, so no password is typed twice
+        # with a chance to disagree.
+        given = self.prefect_api_database_connection_url
+        if given is not None and given.get_secret_value() != self.compose_database_url:
+            raise ValueError(
+                "PREFECT_API_DATABASE_CONNECTION_URL disagrees with POSTGRES_USER/"
+                "POSTGRES_PASSWORD/POSTGRES_DB; remove it, the stack derives it"
+            )
+        return self
+
+    # --- derived values ----------------------------------------------------------
+    @property
+    def compose_database_url(self) -> str:
+        return (
+            f"postgresql+asyncpg://{self.postgres_user}:"
+            f"{self.postgres_password.get_secret_value()}@{POSTGRES_SERVICE_HOST}:5432/"
+            f"{self.postgres_db}"
+        )
+
+    @property
+    def lb_url(self) -> str:
+        """The load balancer as seen from this machine."""
+        return f"http://{_loopback_for(self.bind_address)}:{self.prefect_port}"
+
+    @property
+    def ui_api_url(self) -> str:
+        return self.prefect_ui_api_url or f"{self.lb_url}/api"
+
+    @property
+    def auth_string(self) -> str:
+        return self.prefect_server_api_auth_string.get_secret_value()
+
+    @property
+    def api_ports(self) -> list[int]:
+        return [self.prefect_api_first_port + i for i in range(self.prefect_api_replicas)]
+
+    def resolve_paths(self, base: Path) -> StackSettings:
+        """Make relative paths relative to the directory of the .env file."""
+        for name in ("state_dir", "backup_dir"):
+            value: Path = getattr(self, name)
+            if not value.is_absolute():
+                object.__setattr__(self, name, (base / value).resolve())
+        return self
+
+
+def _loopback_for(bind_address: str) -> str:
+    return "127.0.0.1" if bind_address in ("0.0.0.0", "::", "") else bind_address
+
+
+def env_key(field: str) -> str:
+    return field.upper()
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for item in err.errors():
+        key = env_key(str(item["loc"][0])) if item["loc"] else "configuration"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            msg = "is required but not set"
+        elif item["type"] == "extra_forbidden":
+            msg = "is not a known setting (misspelt? see .env.example)"
+        elif item["type"] == "literal_error":
+            msg = f"{msg}; the stack needs this exact value to run several API replicas"
+        problems.append(f"{key}: {msg}")
+    return problems
+
+
+def load_settings(env_file: Path) -> StackSettings:
+    """Read and validate `env_file`; raise SettingsError naming every bad key."""
+    env_file = Path(env_file)
+    if not env_file.is_file():
+        raise SettingsError(
+            env_file,
+            [f"{env_file}: no such file; create it with `prefectstack init` or copy .env.example"],
+        )
+    try:
+        settings = StackSettings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError(env_file, format_validation_error(err)) from None
+    return settings.resolve_paths(env_file.resolve().parent)

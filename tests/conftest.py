@@ -1,0 +1,218 @@
+"""Test harness: one real native stack per test session, on free ports in a
+temporary state directory, driven through the `prefectstack` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWS = Path(__file__).parent / "flows"
+PREFECTSTACK = [sys.executable, "-m", "prefectstack"]
+
+PORT_KEYS = (
+    "PREFECT_PORT",
+    "POSTGRES_PORT",
+    "PREFECT_REDIS_MESSAGING_PORT",
+    "PGADMIN_PORT",
+    "ARDM_PORT",
+    "GRAFANA_PORT",
+    "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
+    "NGINX_STATUS_PORT",
+    "POSTGRES_EXPORTER_PORT",
+    "REDIS_EXPORTER_PORT",
+    "NGINX_EXPORTER_PORT",
+    "NGINX_LOG_EXPORTER_PORT",
+    "PREFECT_EXPORTER_PORT",
+)
+REPLICAS = 3
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, contiguous: int) -> tuple[list[int], int]:
+    """`count` free single ports and the first of `contiguous` free ports in a row."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count - contiguous, 10)
+        ports = list(range(base, base + count + contiguous))
+        if all(port_free(p) for p in ports):
+            return ports[:count], ports[count]
+    raise RuntimeError("no free port range found")
+
+
+def secret(tag: str) -> str:
+    return f"{tag}{os.urandom(12).hex()}"
+
+
+def make_env_file(directory: Path, **overrides: str) -> Path:
+    ports, first_api = free_ports(len(PORT_KEYS), REPLICAS)
+    values = dict(zip(PORT_KEYS, map(str, ports), strict=True))
+    values.update(
+        STATE_DIR="./state",
+        BACKUP_DIR="./backups",
+        PROJECT_NAME="pstest",
+        PREFECT_API_REPLICAS=str(REPLICAS),
+        PREFECT_API_FIRST_PORT=str(first_api),
+        POSTGRES_PASSWORD=secret("pg"),
+        REDIS_PASSWORD=secret("rd"),
+        PREFECT_SERVER_API_AUTH_STRING=f"admin:{secret('auth')}",
+        PGADMIN_DEFAULT_EMAIL="admin@example.com",
+        PGADMIN_DEFAULT_PASSWORD=secret("pga"),
+        REDIS_UI_PASSWORD=secret("rui"),
+        GRAFANA_ADMIN_PASSWORD=secret("gf"),
+    )
+    values.update(overrides)
+    path = directory / ".env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+def state_tmpdir(prefix: str) -> Path:
+    # PostgreSQL runs as the 'postgres' account when tests run as root: it must
+    # be able to reach the state directory, so no 0700 pytest tmp dirs here.
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@dataclass
+class Stack:
+    env_file: Path
+    env: dict[str, str]
+
+    @property
+    def dir(self) -> Path:
+        return self.env_file.parent
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def lb(self) -> str:
+        return f"http://127.0.0.1:{self.env['PREFECT_PORT']}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.lb}/api"
+
+    @property
+    def auth_string(self) -> str:
+        return self.env["PREFECT_SERVER_API_AUTH_STRING"]
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        user, _, password = self.auth_string.partition(":")
+        return user, password
+
+    @property
+    def api_ports(self) -> list[int]:
+        first = int(self.env["PREFECT_API_FIRST_PORT"])
+        return [first + i for i in range(int(self.env["PREFECT_API_REPLICAS"]))]
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*PREFECTSTACK, *args, "--env-file", str(self.env_file)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"prefectstack {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def status(self) -> dict[str, dict]:
+        result = self.cli("status", "--json", check=False)
+        return {row["name"]: row for row in json.loads(result.stdout)}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, auth=self.auth, timeout=30)
+
+    def client_env(self, home: Path) -> dict[str, str]:
+        """A clean environment for Prefect client processes (flows)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_API_URL=self.api,
+            PREFECT_API_AUTH_STRING=self.auth_string,
+            PREFECT_HOME=str(home),
+            PREFECT_LOGGING_TO_API_ENABLED="true",
+        )
+        return env
+
+    def run_flow(self, script: str, *args: str, home: Path, timeout: float = 300) -> dict:
+        """Run tests/flows/<script> as a client process; return its JSON result."""
+        result = subprocess.run(
+            [sys.executable, str(FLOWS / script), *args],
+            env=self.client_env(home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def pids(self) -> list[int]:
+        return [row["pid"] for row in self.status().values() if row["pid"]]
+
+
+def _stop(stack: Stack) -> None:
+    subprocess.run(
+        [*PREFECTSTACK, "down", "--env-file", str(stack.env_file)],
+        capture_output=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    directory = state_tmpdir("prefectstack-e2e-")
+    env_file = make_env_file(directory)
+    stack = Stack(env_file, read_env(env_file))
+    try:
+        stack.cli("up")
+        yield stack
+    finally:
+        _stop(stack)
+        if os.environ.get("PREFECTSTACK_KEEP_STATE") != "1":
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture()
+def client_home(tmp_path: Path) -> Path:
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    return home

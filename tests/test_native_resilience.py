@@ -1,0 +1,136 @@
+"""Failures the native stack must survive or report: a replica killed under load,
+a replica that cannot start, a full stop and start. Runs after the e2e module
+on the same session stack; the order of the tests below matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from conftest import FLOWS
+from test_native_e2e import poll
+
+
+def process_groups(pids: list[int]) -> set[int]:
+    """Every live process in the process groups led by `pids` (nginx workers etc.)."""
+    groups = set(pids)
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) in groups:
+                members.add(int(entry.name))
+        except ProcessLookupError:
+            continue
+    return members
+
+
+def flow_run_count(stack, flow_name: str) -> int:
+    with stack.client() as client:
+        body = {"flows": {"name": {"any_": [flow_name]}}}
+        return client.post("/flow_runs/count", json=body).json()
+
+
+def test_kill_9_of_a_replica_under_load_loses_nothing(stack, tmp_path):
+    before = flow_run_count(stack, "e2e-loop")
+    clients = []
+    for i in range(3):
+        home = tmp_path / f"home-{i}"
+        home.mkdir()
+        clients.append(
+            subprocess.Popen(
+                [sys.executable, str(FLOWS / "loop.py"), "10"],
+                env=stack.client_env(home),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        # Kill only once flow runs are flowing through the load balancer.
+        started = poll(
+            lambda: flow_run_count(stack, "e2e-loop") - before, lambda n: n >= 3, timeout=60
+        )
+        assert started >= 3
+        killed = stack.cli("kill", "api-2")
+        assert "SIGKILL" in killed.stdout
+        outputs = [proc.communicate(timeout=300) for proc in clients]
+    finally:
+        for proc in clients:
+            proc.kill()
+    runs = []
+    for proc, (stdout, stderr) in zip(clients, outputs, strict=True):
+        assert proc.returncode == 0, stderr
+        runs += json.loads(stdout.strip().splitlines()[-1])["runs"]
+    assert len(runs) == 30
+    errors = [r for r in runs if r["state"] != "COMPLETED"]
+    assert not errors, errors[0].get("error", errors[0])
+
+    with stack.client() as client:
+        ids = [r["id"] for r in runs]
+        stored = client.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}).json()
+        assert {r["state_type"] for r in stored} == {"COMPLETED"}
+        assert len(stored) == 30
+        # No duplicate run was created by a request re-sent to another replica.
+        assert flow_run_count(stack, "e2e-loop") - before == 30
+
+    row = poll(
+        lambda: stack.status()["api-2"],
+        lambda r: r["healthy"] and r["restarts"] >= 1,
+        timeout=120,
+    )
+    assert row["healthy"] and row["restarts"] >= 1
+    port = stack.api_ports[1]
+    assert httpx.get(f"http://127.0.0.1:{port}/api/ready").status_code == 200
+    restart_log = (stack.state / "logs" / "restart-counter.log").read_text()
+    assert "api-2: exited unexpectedly" in restart_log
+
+
+def test_a_replica_that_cannot_start_is_reported_with_the_reason(stack):
+    port = stack.api_ports[2]
+    stack.cli("stop", "api-3")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        restart = stack.cli("restart", "api-3", check=False)
+        assert restart.returncode != 0
+        assert "api-3" in restart.stderr
+        assert f"Port {port} is already in use" in restart.stderr
+
+        up = stack.cli("up", check=False)
+        assert up.returncode != 0
+        assert f"api-3 (PREFECT_API_FIRST_PORT={port})" in up.stderr
+        assert "already in use" in up.stderr
+        assert stack.status()["api-3"]["healthy"] is False
+    finally:
+        squatter.close()
+    stack.cli("up")
+    assert stack.status()["api-3"]["healthy"] is True
+
+
+def test_down_stops_every_process_and_up_keeps_the_data(stack, client_home):
+    earlier = stack.run_flow("etl.py", "1", home=client_home)
+    pids = stack.pids()
+    assert len(pids) >= 7  # postgres, redis, 3 replicas, services, nginx
+    members = process_groups(pids)
+    assert members >= set(pids)
+
+    stack.cli("down")
+    assert process_groups(pids) == set(), "processes survived `down`"
+    assert stack.status() and all(row["state"] == "DOWN" for row in stack.status().values())
+
+    stack.cli("up")
+    with stack.client() as client:
+        run = client.get(f"/flow_runs/{earlier['flow_run_id']}")
+        assert run.status_code == 200
+        assert run.json()["state_type"] == "COMPLETED"
+        assert flow_run_count(stack, "e2e-loop") >= 30
