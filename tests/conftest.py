@@ -82,8 +82,20 @@ def make_env_file(directory: Path, **overrides: str) -> Path:
         GRAFANA_ADMIN_PASSWORD=secret("gf"),
     )
     values.update(overrides)
-    path = directory / ".env"
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return write_env(directory / ".env", values)
+
+
+def write_env(path: Path, values: dict[str, str]) -> Path:
+    """.env.example with `values` filled in, as `prefectstack init` would write it."""
+    lines, seen = [], set()
+    for line in (REPO / ".env.example").read_text().splitlines():
+        key = line.split("=", 1)[0]
+        if "=" in line and not line.startswith("#") and key in values:
+            line = f"{key}={values[key]}"
+            seen.add(key)
+        lines.append(line)
+    lines += [f"{k}={v}" for k, v in values.items() if k not in seen]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

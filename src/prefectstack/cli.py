@@ -79,6 +79,32 @@ def guarded(action):
 
 
 @app.command()
+def init(
+    env_file: EnvFile = DEFAULT_ENV,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file, keeping a timestamped copy.")
+    ] = False,
+) -> None:
+    """Create .env from .env.example with a strong random value for every secret."""
+    from .init_env import InitError, create_env
+    from .paths import REPO_ROOT
+
+    try:
+        result = create_env(REPO_ROOT / ".env.example", env_file, force=force)
+    except InitError as exc:
+        raise fail([str(exc)]) from None
+    if result.backup:
+        console.print(f"kept the previous file as {result.backup}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(
+        f"wrote {result.path} (mode 600) with generated secrets: {', '.join(result.generated)}.\n"
+        f"Your credentials are in that file; the Prefect UI login is "
+        f"PREFECT_SERVER_API_AUTH_STRING (user:password)."
+    )
+
+
+@app.command()
 def up(env_file: EnvFile = DEFAULT_ENV) -> None:
     """Start the whole stack in the background; return when every service is healthy."""
     stack = native(env_file)

@@ -6,6 +6,7 @@ Each returns a Probe result instead of raising, so callers (native `up`,
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,27 @@ def postgres_ok(
     except psycopg.Error as exc:
         return Probe(False, str(exc).strip().splitlines()[0])
     return Probe(True, f"PostgreSQL {version}")
+
+
+def redis_ui_ok(base_url: str, user: str, password: str) -> Probe:
+    """redis-commander answers, its login works, and it reaches Redis."""
+    try:
+        with httpx.Client(base_url=base_url, timeout=3) as client:
+            token = client.post("/signin", json={"username": user, "password": password}).json()
+            if not token.get("ok"):
+                return Probe(False, "sign-in refused")
+            headers = {"Authorization": f"Bearer {token['bearerToken']}"}
+            info = client.get("/apiv2/server/info", headers=headers)
+    except (httpx.HTTPError, ValueError) as exc:
+        return Probe(False, f"{base_url}: {type(exc).__name__}: {exc}")
+    if info.status_code != 200:
+        return Probe(False, f"server info: HTTP {info.status_code}")
+    body = info.json()
+    servers = body.get("data", body) if isinstance(body, dict) else body
+    text = json.dumps(servers)
+    if '"disabled": true' in text:
+        return Probe(False, "redis-commander cannot reach Redis")
+    return Probe(True, "signed in, Redis reachable")
 
 
 def redis_client(*, host: str, port: int, password: str, db: int = 0) -> redis.Redis:

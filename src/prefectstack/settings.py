@@ -8,6 +8,7 @@ value fails before anything starts.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +31,7 @@ PROJECT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MEMORY_RE = re.compile(r"^[0-9]+(kb|mb|gb)$", re.IGNORECASE)
 DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 REDIS_BROKER = "prefect_redis.messaging"
 # The compose service names; native mode maps them to the loopback address.
 POSTGRES_SERVICE_HOST = "postgres"
@@ -47,78 +49,82 @@ class SettingsError(Exception):
 
 
 class StackSettings(BaseSettings):
-    """Every key of `.env`. Field names are the lower-cased keys."""
+    """Every key of `.env`. Field names are the lower-cased keys.
+
+    No defaults here: .env.example is the one place default values are written
+    (`prefectstack init` copies it, docker compose reads the resulting .env), so
+    a key missing from .env is reported rather than silently filled in.
+    """
 
     model_config = SettingsConfigDict(
         case_sensitive=False,
         extra="forbid",
         env_ignore_empty=True,
-        validate_default=True,
     )
 
     # --- project -----------------------------------------------------------
-    project_name: str = "prefectstack"
-    bind_address: str = "127.0.0.1"
-    state_dir: Path = Path("./state")
+    project_name: str
+    bind_address: str
+    state_dir: Path
 
     # --- PostgreSQL ----------------------------------------------------------
-    postgres_user: str = "prefect"
+    postgres_user: str
     postgres_password: SecretStr
-    postgres_db: str = "prefect"
-    postgres_port: Port = 5432
-    postgres_max_connections: int = Field(200, ge=20, le=10000)
-    postgres_shared_buffers: str = "256MB"
+    postgres_db: str
+    postgres_port: Port
+    postgres_max_connections: Annotated[int, Field(ge=20, le=10000)]
+    postgres_shared_buffers: str
 
     # --- Prefect -------------------------------------------------------------
-    prefect_port: Port = 4200
-    prefect_api_replicas: int = Field(3, ge=1, le=32)
-    prefect_api_first_port: Port = 4201
+    prefect_port: Port
+    prefect_api_replicas: Annotated[int, Field(ge=1, le=32)]
+    prefect_api_first_port: Port
     prefect_ui_api_url: str | None = None
     prefect_server_api_auth_string: SecretStr
-    prefect_api_database_migrate_on_start: Literal[False] = False
+    prefect_api_database_migrate_on_start: bool
     prefect_api_database_connection_url: SecretStr | None = None
-    prefect_server_database_sqlalchemy_pool_size: int = Field(5, ge=1, le=200)
-    prefect_server_database_sqlalchemy_max_overflow: int = Field(10, ge=0, le=200)
-    prefect_messaging_broker: Literal["prefect_redis.messaging"] = REDIS_BROKER
-    prefect_messaging_cache: Literal["prefect_redis.messaging"] = REDIS_BROKER
-    prefect_redis_messaging_host: Literal["redis"] = REDIS_SERVICE_HOST
-    prefect_redis_messaging_port: Port = 6379
-    prefect_redis_messaging_db: int = Field(0, ge=0, le=15)
-    prefect_docket_redis_db: int = Field(1, ge=0, le=15)
+    prefect_server_database_sqlalchemy_pool_size: Annotated[int, Field(ge=1, le=200)]
+    prefect_server_database_sqlalchemy_max_overflow: Annotated[int, Field(ge=0, le=200)]
+    prefect_messaging_broker: Literal["prefect_redis.messaging"]
+    prefect_messaging_cache: Literal["prefect_redis.messaging"]
+    prefect_redis_messaging_host: Literal["redis"]
+    prefect_redis_messaging_port: Port
+    prefect_redis_messaging_db: Annotated[int, Field(ge=0, le=15)]
+    prefect_docket_redis_db: Annotated[int, Field(ge=0, le=15)]
 
     # --- Redis ---------------------------------------------------------------
     redis_password: SecretStr
-    redis_maxmemory: str = "512mb"
+    redis_maxmemory: str
 
     # --- web UIs -------------------------------------------------------------
-    pgadmin_default_email: str = "admin@example.com"
+    pgadmin_default_email: str
     pgadmin_default_password: SecretStr
-    pgadmin_port: Port = 8888
-    ardm_port: Port = 8081
-    redis_ui_user: str = "admin"
+    pgadmin_port: Port
+    ardm_port: Port
+    redis_ui_user: str
     redis_ui_password: SecretStr
 
     # --- monitoring ----------------------------------------------------------
-    grafana_admin_user: str = "admin"
+    grafana_admin_user: str
     grafana_admin_password: SecretStr
-    grafana_port: Port = 3000
-    prometheus_port: Port = 9090
-    prometheus_retention: str = "15d"
-    alertmanager_port: Port = 9093
+    grafana_port: Port
+    prometheus_port: Port
+    prometheus_retention: str
+    alertmanager_port: Port
     alert_webhook_url: str | None = None
-    nginx_status_port: Port = 8080
-    postgres_exporter_port: Port = 9187
-    redis_exporter_port: Port = 9121
-    nginx_exporter_port: Port = 9113
-    nginx_log_exporter_port: Port = 3903
-    prefect_exporter_port: Port = 9560
+    nginx_status_port: Port
+    postgres_exporter_port: Port
+    redis_exporter_port: Port
+    nginx_exporter_port: Port
+    nginx_log_exporter_port: Port
+    prefect_exporter_port: Port
 
     # --- backups -------------------------------------------------------------
-    backup_dir: Path = Path("./postgres_backups")
-    backup_schedule: str = "@daily"
-    backup_keep_days: int = Field(7, ge=1)
-    backup_keep_weeks: int = Field(4, ge=0)
-    backup_keep_months: int = Field(6, ge=0)
+    backup_dir: Path
+    backup_schedule: str
+    backup_keep_days: Annotated[int, Field(ge=1)]
+    backup_keep_weeks: Annotated[int, Field(ge=0)]
+    backup_keep_months: Annotated[int, Field(ge=0)]
 
     # --- validators ------------------------------------------------------------
     @field_validator("project_name")
@@ -129,6 +135,15 @@ class StackSettings(BaseSettings):
                 "must start with a lower-case letter or digit and contain only "
                 "a-z, 0-9, '_' and '-' (it names the compose project and containers)"
             )
+        return v
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
         return v
 
     @field_validator("postgres_user", "postgres_db", "redis_ui_user", "grafana_admin_user")
@@ -163,6 +178,16 @@ class StackSettings(BaseSettings):
         if not re.match(r"^[A-Za-z0-9_.-]+$", user) or not URL_SAFE.match(password):
             raise ValueError(
                 "user may contain letters, digits and . _ -; password letters, digits and . _ ~ -"
+            )
+        return v
+
+    @field_validator("prefect_api_database_migrate_on_start")
+    @classmethod
+    def _no_migrate_on_start(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "must be false: only the one-shot migrate service changes the schema; "
+                "replicas migrating as they start race each other"
             )
         return v
 
@@ -202,6 +227,16 @@ class StackSettings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _ui_url_when_listening_everywhere(self) -> StackSettings:
+        if self.prefect_ui_api_url is None and self.bind_address in WILDCARD_ADDRESSES:
+            raise ValueError(
+                f"PREFECT_UI_API_URL must be set when BIND_ADDRESS is {self.bind_address}: "
+                "the browser UI needs the address users open, e.g. "
+                f"http://prefect.internal:{self.prefect_port}/api"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _seed_connection_url(self) -> StackSettings:
         # The seed's .env carried the full URL; it is now derived from POSTGRES_*.
         # Accept it only when it says the same thing, so no password is typed twice
@@ -230,7 +265,7 @@ class StackSettings(BaseSettings):
 
     @property
     def ui_api_url(self) -> str:
-        return self.prefect_ui_api_url or f"{self.lb_url}/api"
+        return self.prefect_ui_api_url or f"http://{self.bind_address}:{self.prefect_port}/api"
 
     @property
     def auth_string(self) -> str:
@@ -250,20 +285,34 @@ class StackSettings(BaseSettings):
 
 
 def _loopback_for(bind_address: str) -> str:
-    return "127.0.0.1" if bind_address in ("0.0.0.0", "::", "") else bind_address
+    return "127.0.0.1" if bind_address in WILDCARD_ADDRESSES else bind_address
 
 
 def env_key(field: str) -> str:
     return field.upper()
 
 
-def format_validation_error(err: ValidationError) -> list[str]:
+def example_values() -> dict[str, str]:
+    """The defaults written in .env.example (empty for secrets)."""
+    from dotenv import dotenv_values
+
+    from .paths import REPO_ROOT
+
+    example = REPO_ROOT / ".env.example"
+    if not example.is_file():
+        return {}
+    return {k: v or "" for k, v in dotenv_values(example, interpolate=False).items()}
+
+
+def format_validation_error(err: ValidationError, examples: dict[str, str]) -> list[str]:
     problems = []
     for item in err.errors():
         key = env_key(str(item["loc"][0])) if item["loc"] else "configuration"
         msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "missing":
-            msg = "is required but not set"
+        if item["type"] == "missing" and examples.get(key):
+            msg = f"is not set; .env.example has {key}={examples[key]} (copy that line)"
+        elif item["type"] == "missing":
+            msg = "is required but not set (a secret: `prefectstack init` generates one)"
         elif item["type"] == "extra_forbidden":
             msg = "is not a known setting (misspelt? see .env.example)"
         elif item["type"] == "literal_error":
@@ -283,5 +332,5 @@ def load_settings(env_file: Path) -> StackSettings:
     try:
         settings = StackSettings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as err:
-        raise SettingsError(env_file, format_validation_error(err)) from None
+        raise SettingsError(env_file, format_validation_error(err, example_values())) from None
     return settings.resolve_paths(env_file.resolve().parent)

@@ -208,6 +208,11 @@ class NativeStack:
         for svc in stage:
             info = self.sup.info(svc.name)
             if svc.oneshot or info.state not in ("RUNNING", "STARTING", "BACKOFF"):
+                if svc.prepare:
+                    try:
+                        svc.prepare()
+                    except Exception as exc:
+                        raise StackError([f"{svc.name}: preparing to start failed: {exc}"]) from exc
                 self.sup.start(svc.name)
                 self.report(svc.name, "starting")
             pending[svc.name] = (svc, time.monotonic())

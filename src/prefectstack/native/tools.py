@@ -10,7 +10,8 @@ from pathlib import Path
 from ..paths import REPO_ROOT, deploy_dir
 from . import postgres
 
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Daemons live in sbin, which a normal user's PATH often lacks.
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 INSTALL_HINT = "run scripts/install_native.sh (or: apt-get install {pkg})"
 # Optional web UIs installed by scripts/install_native.sh next to the checkout.
 TOOLS_DIR = Path(os.environ.get("PREFECTSTACK_TOOLS_DIR", REPO_ROOT / ".tools"))
@@ -34,7 +35,7 @@ class Tools:
 
 
 def which(name: str) -> str | None:
-    return shutil.which(name, path=SYSTEM_PATH)
+    return shutil.which(name, path=f"{os.environ.get('PATH', os.defpath)}:{SBIN}")
 
 
 def locate() -> Tools:

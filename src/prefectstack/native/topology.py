@@ -18,12 +18,21 @@ from pathlib import Path
 from .. import health
 from ..prefect_env import Endpoints, server_env
 from ..settings import StackSettings
-from . import postgres
+from . import postgres, webuis
 from .layout import Layout
 from .supervisor import command_line
 from .tools import Tools
 
 LOOPBACK = "127.0.0.1"
+# Listeners on BIND_ADDRESS (what compose publishes); everything else is loopback.
+PUBLIC_PORT_KEYS = {
+    "PREFECT_PORT",
+    "PGADMIN_PORT",
+    "ARDM_PORT",
+    "GRAFANA_PORT",
+    "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
+}
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Service:
     env: dict[str, str] | None = None
     env_file: Path | None = None
     probe: Callable[[], health.Probe] | None = None
+    prepare: Callable[[], None] | None = None  # runs before each start
     oneshot: bool = False
     user: str | None = None
     startsecs: int = 2
@@ -216,6 +226,42 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
             probe=lambda: health.http_ok(f"{s.lb_url}/api/health"),
         )
     )
+    ui = webuis.pgadmin(s, layout, tools, env0, LOOPBACK)
+    if isinstance(ui, str):
+        skipped.append(Skipped("pgadmin", ui))
+    else:
+        argv, env, probe, prepare = ui
+        services.append(
+            Service(
+                name="pgadmin",
+                description="pgAdmin",
+                argv=argv,
+                env=env,
+                probe=probe,
+                prepare=prepare,
+                stage=6,
+                port=s.pgadmin_port,
+                port_key="PGADMIN_PORT",
+                start_timeout=120.0,
+            )
+        )
+    ui = webuis.redis_ui(s, tools, env0, LOOPBACK)
+    if isinstance(ui, str):
+        skipped.append(Skipped("redis-ui", ui))
+    else:
+        argv, env, probe = ui
+        services.append(
+            Service(
+                name="redis-ui",
+                description="Redis web UI (redis-commander)",
+                argv=argv,
+                env=env,
+                probe=probe,
+                stage=6,
+                port=s.ardm_port,
+                port_key="ARDM_PORT",
+            )
+        )
     for svc in services:
         if svc.env is not None:
             svc.env_file = layout.env_of(svc.name)
