@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,47 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from prefectstack.localports import free_port_values
+
 REPO = Path(__file__).resolve().parents[1]
 FLOWS = Path(__file__).parent / "flows"
 PREFECTSTACK = [sys.executable, "-m", "prefectstack"]
 
-PORT_KEYS = (
-    "PREFECT_PORT",
-    "POSTGRES_PORT",
-    "PREFECT_REDIS_MESSAGING_PORT",
-    "PGADMIN_PORT",
-    "ARDM_PORT",
-    "GRAFANA_PORT",
-    "PROMETHEUS_PORT",
-    "ALERTMANAGER_PORT",
-    "NGINX_STATUS_PORT",
-    "POSTGRES_EXPORTER_PORT",
-    "REDIS_EXPORTER_PORT",
-    "NGINX_EXPORTER_PORT",
-    "NGINX_LOG_EXPORTER_PORT",
-    "PREFECT_EXPORTER_PORT",
-)
 REPLICAS = 3
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, contiguous: int) -> tuple[list[int], int]:
-    """`count` free single ports and the first of `contiguous` free ports in a row."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - count - contiguous, 10)
-        ports = list(range(base, base + count + contiguous))
-        if all(port_free(p) for p in ports):
-            return ports[:count], ports[count]
-    raise RuntimeError("no free port range found")
 
 
 def secret(tag: str) -> str:
@@ -65,14 +29,12 @@ def secret(tag: str) -> str:
 
 
 def make_env_file(directory: Path, **overrides: str) -> Path:
-    ports, first_api = free_ports(len(PORT_KEYS), REPLICAS)
-    values = dict(zip(PORT_KEYS, map(str, ports), strict=True))
+    values = free_port_values(REPLICAS)
     values.update(
         STATE_DIR="./state",
         BACKUP_DIR="./backups",
         PROJECT_NAME="pstest",
         PREFECT_API_REPLICAS=str(REPLICAS),
-        PREFECT_API_FIRST_PORT=str(first_api),
         POSTGRES_PASSWORD=secret("pg"),
         REDIS_PASSWORD=secret("rd"),
         PREFECT_SERVER_API_AUTH_STRING=f"admin:{secret('auth')}",
@@ -80,6 +42,8 @@ def make_env_file(directory: Path, **overrides: str) -> Path:
         PGADMIN_DEFAULT_PASSWORD=secret("pga"),
         REDIS_UI_PASSWORD=secret("rui"),
         GRAFANA_ADMIN_PASSWORD=secret("gf"),
+        # Scheduled backups happen during the session, not once a day.
+        BACKUP_SCHEDULE="@every 1m",
     )
     values.update(overrides)
     return write_env(directory / ".env", values)

@@ -168,7 +168,7 @@ def test_events_out_subscriber_receives_events_of_a_run_made_elsewhere(stack, cl
 
 
 def test_requests_are_spread_over_all_replicas(stack):
-    log = stack.state / "nginx" / "access.log"
+    log = stack.state / "logs" / "nginx.log"  # nginx's access log goes to stdout
     before = log.stat().st_size
     with stack.client() as client:
         for _ in range(60):

@@ -40,7 +40,8 @@ def test_port_in_use_is_named_with_its_key_before_anything_starts(fresh):
         result = up(env_file)
     assert result.returncode != 0
     assert (
-        f"nginx (PREFECT_PORT={port}): port {port} on 127.0.0.1 is already in use" in result.stderr
+        f"nginx (PREFECT_PORT={port}): TCP port {port} on 127.0.0.1 is already in use"
+        in result.stderr
     )
     assert not (fresh / "state" / "run" / "supervisord.pid").exists()
     assert not (fresh / "state" / "postgres").exists()

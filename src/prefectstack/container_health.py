@@ -1,7 +1,7 @@
 """Health checks run inside the stack's Prefect containers (compose healthcheck).
 
 They read the same PREFECT_* environment the Prefect process gets, so they need
-no .env. Usage: python -m prefectstack.container_health {api,services,worker}
+no .env. Usage: python -m prefectstack.container_health {api,services,exporter,worker}
 Exit 0 when healthy; otherwise print the reason and exit 1.
 """
 
@@ -39,10 +39,13 @@ def check(role: str) -> health.Probe:
             # This container's own services process, not another one's.
             worker_prefix=f"{socket.gethostname()}#",
         )
+    if role == "exporter":
+        port = os.environ.get("PREFECTSTACK_EXPORTER_PORT", "9560")
+        return health.http_ok(f"http://127.0.0.1:{port}/metrics")
     if role == "worker":
         port = os.environ.get("PREFECT_WORKER_WEBSERVER_PORT", "8080")
         return health.http_ok(WORKER_URL.format(port=port))
-    return health.Probe(False, f"unknown role {role!r}: use api, services or worker")
+    return health.Probe(False, f"unknown role {role!r}: use api, services, exporter or worker")
 
 
 def main() -> None:

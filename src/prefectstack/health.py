@@ -142,6 +142,49 @@ def background_services_ok(
     return Probe(True, "docket heartbeat fresh, all consumer groups served")
 
 
+@dataclass(frozen=True)
+class GroupBacklog:
+    stream: str
+    group: str
+    consumers: int
+    pending: int
+    oldest_pending_age_s: float  # 0 when nothing is pending
+    oldest_undelivered_age_s: float  # 0 when the group has read everything
+
+
+def stream_backlog(client: redis.Redis, streams: dict[str, tuple[str, ...]]) -> list[GroupBacklog]:
+    """Backlog of each consumer group. Stream ids are millisecond timestamps, so
+    the age of the oldest unread or unacknowledged entry is the group's lag."""
+    now_ms = time.time() * 1000
+
+    def age(stream_id: str) -> float:
+        return max(0.0, (now_ms - int(stream_id.split("-")[0])) / 1000)
+
+    out = []
+    for stream, wanted in streams.items():
+        if not client.exists(stream):
+            continue
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+        for name in wanted:
+            group = groups.get(name)
+            if group is None:
+                continue
+            summary = client.xpending(stream, name)
+            oldest = summary.get("min") if summary.get("pending") else None
+            unread = client.xrange(stream, min=f"({group['last-delivered-id']}", count=1)
+            out.append(
+                GroupBacklog(
+                    stream=stream,
+                    group=name,
+                    consumers=group["consumers"],
+                    pending=group["pending"],
+                    oldest_pending_age_s=age(oldest) if oldest else 0.0,
+                    oldest_undelivered_age_s=age(unread[0][0]) if unread else 0.0,
+                )
+            )
+    return out
+
+
 def wait_for(probe, *, timeout: float, interval: float = 0.5) -> Probe:
     """Poll `probe()` until it passes or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout

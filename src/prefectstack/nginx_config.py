@@ -13,6 +13,8 @@ COMPOSE_API_SERVICE = "prefect-api"
 COMPOSE_API_PORT = 4200
 COMPOSE_LISTEN_PORT = 4200
 COMPOSE_STATUS_PORT = 8080
+COMPOSE_LOG_EXPORTER = "nginx-log-exporter"
+COMPOSE_LOG_EXPORTER_PORT = 3903  # mtail: HTTP /metrics on TCP, syslog in on UDP
 # Docker's embedded DNS; short validity so scaled replicas join within seconds.
 DOCKER_RESOLVER = "127.0.0.11 valid=5s ipv6=off"
 
@@ -29,7 +31,7 @@ def native_conf(
     status_listen: str,
     run_dir: Path,
     nginx_dir: Path,
-    access_log: Path,
+    log_exporter: str,
 ) -> str:
     temp = nginx_dir / "tmp"
     return render(
@@ -41,7 +43,7 @@ def native_conf(
         status_listen=status_listen,
         pid_file=run_dir / "nginx.pid",
         error_log="stderr",
-        access_log=access_log,
+        log_exporter=log_exporter,
         temp_paths=[
             f"{directive} {temp / name}"
             for directive, name in (
@@ -64,9 +66,9 @@ def compose_conf() -> str:
         upstream_servers=[f"{COMPOSE_API_SERVICE}:{COMPOSE_API_PORT} resolve"],
         resolver=DOCKER_RESOLVER,
         status_listen=str(COMPOSE_STATUS_PORT),
-        pid_file="/tmp/nginx.pid",
+        pid_file="/var/run/nginx.pid",
         error_log="/dev/stderr",
-        access_log="/var/log/nginx/prefect-access.log",
+        log_exporter=f"{COMPOSE_LOG_EXPORTER}:{COMPOSE_LOG_EXPORTER_PORT}",
         temp_paths=[],
         **_keepalive(),
     )

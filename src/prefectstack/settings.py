@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -36,6 +37,22 @@ REDIS_BROKER = "prefect_redis.messaging"
 # The compose service names; native mode maps them to the loopback address.
 POSTGRES_SERVICE_HOST = "postgres"
 REDIS_SERVICE_HOST = "redis"
+
+
+# Keys only native mode reads: in compose these ports are fixed inside the
+# backend network and the state lives in named volumes.
+NATIVE_ONLY_KEYS = frozenset(
+    {
+        "STATE_DIR",
+        "PREFECT_API_FIRST_PORT",
+        "NGINX_STATUS_PORT",
+        "POSTGRES_EXPORTER_PORT",
+        "REDIS_EXPORTER_PORT",
+        "NGINX_EXPORTER_PORT",
+        "NGINX_LOG_EXPORTER_PORT",
+        "PREFECT_EXPORTER_PORT",
+    }
+)
 
 
 class SettingsError(Exception):
@@ -61,6 +78,8 @@ class StackSettings(BaseSettings):
         extra="forbid",
         env_ignore_empty=True,
     )
+
+    _env_path: Path | None = PrivateAttr(default=None)
 
     # --- project -----------------------------------------------------------
     project_name: str
@@ -91,6 +110,7 @@ class StackSettings(BaseSettings):
     prefect_redis_messaging_port: Port
     prefect_redis_messaging_db: Annotated[int, Field(ge=0, le=15)]
     prefect_docket_redis_db: Annotated[int, Field(ge=0, le=15)]
+    prefect_worker_pool: str
 
     # --- Redis ---------------------------------------------------------------
     redis_password: SecretStr
@@ -191,6 +211,26 @@ class StackSettings(BaseSettings):
             )
         return v
 
+    @field_validator("prefect_worker_pool")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v):
+            raise ValueError("must be a work pool name: letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        from .backups.schedule import valid
+
+        if not valid(v):
+            raise ValueError(
+                "must be @hourly, @daily, @weekly, @monthly or @every <duration> "
+                "(e.g. @every 6h, at least 1m); both the native scheduler and the "
+                "compose backup image read these the same way"
+            )
+        return v
+
     @field_validator("pgadmin_default_email")
     @classmethod
     def _email(cls, v: str) -> str:
@@ -251,6 +291,13 @@ class StackSettings(BaseSettings):
 
     # --- derived values ----------------------------------------------------------
     @property
+    def env_path(self) -> Path:
+        """The .env these settings were read from."""
+        if self._env_path is None:
+            raise RuntimeError("settings were not loaded from a file")
+        return self._env_path
+
+    @property
     def compose_database_url(self) -> str:
         return (
             f"postgresql+asyncpg://{self.postgres_user}:"
@@ -309,6 +356,8 @@ def format_validation_error(err: ValidationError, examples: dict[str, str]) -> l
     for item in err.errors():
         key = env_key(str(item["loc"][0])) if item["loc"] else "configuration"
         msg = item["msg"].removeprefix("Value error, ")
+        if not item["loc"] and (named := re.match(r"^([A-Z][A-Z0-9_]+) (.+)$", msg)):
+            key, msg = named.groups()  # a rule across keys names its key first
         if item["type"] == "missing" and examples.get(key):
             msg = f"is not set; .env.example has {key}={examples[key]} (copy that line)"
         elif item["type"] == "missing":
@@ -333,4 +382,6 @@ def load_settings(env_file: Path) -> StackSettings:
         settings = StackSettings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as err:
         raise SettingsError(env_file, format_validation_error(err, example_values())) from None
-    return settings.resolve_paths(env_file.resolve().parent)
+    settings = settings.resolve_paths(env_file.resolve().parent)
+    settings._env_path = env_file.resolve()
+    return settings

@@ -79,8 +79,16 @@ class Layout:
         return self.run / "nginx.conf"
 
     @property
-    def nginx_access_log(self) -> Path:
-        return self.nginx / "access.log"
+    def prometheus_conf(self) -> Path:
+        return self.run / "prometheus.yml"
+
+    @property
+    def prometheus_password(self) -> Path:
+        return self.run / "prometheus-prefect-password"
+
+    @property
+    def alertmanager_conf(self) -> Path:
+        return self.run / "alertmanager.yml"
 
     def log_of(self, service: str) -> Path:
         return self.logs / f"{service}.log"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..health import Probe
+from ..monitoring_config import native_alertmanager, native_prometheus
 from ..nginx_config import native_conf
 from ..settings import StackSettings
 from . import postgres, topology
@@ -105,6 +106,8 @@ class NativeStack:
             (lay.prefect_home, 0o700),
             (lay.nginx, 0o755),
             (lay.nginx / "tmp", 0o755),
+            (lay.root / "prometheus", 0o700),
+            (lay.root / "alertmanager", 0o700),
         ):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
@@ -124,9 +127,18 @@ class NativeStack:
                 status_listen=f"{topology.LOOPBACK}:{self.s.nginx_status_port}",
                 run_dir=lay.run,
                 nginx_dir=lay.nginx,
-                access_log=lay.nginx_access_log,
+                log_exporter=f"{topology.LOOPBACK}:{self.s.nginx_log_exporter_port}",
             )
         )
+        _write_private(lay.prometheus_password, self.s.auth_string.partition(":")[2])
+        lay.prometheus_conf.write_text(
+            native_prometheus(
+                self.s,
+                rules_dir=self.tools.deploy / "prometheus" / "rules",
+                password_file=lay.prometheus_password,
+            )
+        )
+        _write_private(lay.alertmanager_conf, native_alertmanager(self.s))
         write_config(lay, self.s.project_name, self.services)
         return changed
 
@@ -152,7 +164,7 @@ class NativeStack:
         """Fail before anything starts when a port is taken or used twice."""
         problems = []
         seen: dict[int, str] = {}
-        for name, key, port in topology.listeners(self.s, self.services):
+        for name, key, port, udp in topology.listeners(self.s, self.services):
             label = f"{name} ({key}={port})" if key else f"{name} (port {port})"
             if port in seen:
                 problems.append(f"port {port} is configured for both {seen[port]} and {label}")
@@ -166,11 +178,13 @@ class NativeStack:
                 if name == "nginx" and port == self.s.prefect_port
                 else (topology.LOOPBACK)
             )
-            if not _port_free(host, port):
-                problems.append(
-                    f"{label}: port {port} on {host} is already in use by another process; "
-                    f"stop it (see `ss -ltnp 'sport = :{port}'`) or set another port in .env"
-                )
+            for proto in ("tcp", "udp") if udp else ("tcp",):
+                if not _port_free(host, port, proto):
+                    problems.append(
+                        f"{label}: {proto.upper()} port {port} on {host} is already in use by "
+                        f"another process; stop it (see `ss -lnp 'sport = :{port}'`) or set "
+                        "another port in .env"
+                    )
         if problems:
             raise StackError(problems)
 
@@ -380,9 +394,10 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def _port_free(host: str, port: int) -> bool:
+def _port_free(host: str, port: int, proto: str = "tcp") -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))

@@ -33,6 +33,10 @@ class Tools:
     redis_commander: Path | None
     node: str | None
 
+    @staticmethod
+    def which(name: str) -> str | None:
+        return which(name)
+
 
 def which(name: str) -> str | None:
     return shutil.which(name, path=f"{os.environ.get('PATH', os.defpath)}:{SBIN}")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import health
-from ..prefect_env import Endpoints, server_env
+from ..prefect_env import Endpoints, connection_env, server_env
 from ..settings import StackSettings
-from . import postgres, webuis
+from . import monitoring, postgres, webuis
 from .layout import Layout
 from .supervisor import command_line
 from .tools import Tools
@@ -43,6 +43,7 @@ class Service:
     description: str
     port: int | None = None
     port_key: str | None = None
+    udp: bool = False  # also listens on UDP at `port`
     env: dict[str, str] | None = None
     env_file: Path | None = None
     probe: Callable[[], health.Probe] | None = None
@@ -262,14 +263,46 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                 port_key="ARDM_PORT",
             )
         )
+    services.append(
+        Service(
+            name="backups",
+            description=f"scheduled PostgreSQL backups ({s.backup_schedule})",
+            argv=[
+                sys.executable,
+                "-m",
+                "prefectstack",
+                "backup-scheduler",
+                "--env-file",
+                str(s.env_path),
+            ],
+            env=env0,
+            stage=6,
+        )
+    )
+    mon, mon_skipped = monitoring.specs(s, layout, tools, env0, connection_env(s, ep))
+    skipped += [Skipped(name, reason) for name, reason in mon_skipped]
+    for spec in mon:
+        services.append(
+            Service(
+                name=spec.name,
+                description=spec.description,
+                argv=spec.argv,
+                env=spec.env,
+                probe=monitoring.probe_for(spec),
+                stage=6,
+                port=spec.port,
+                port_key=spec.port_key,
+                udp=spec.udp,
+            )
+        )
     for svc in services:
         if svc.env is not None:
             svc.env_file = layout.env_of(svc.name)
     return services, skipped
 
 
-def listeners(s: StackSettings, services: list[Service]) -> list[tuple[str, str, int]]:
-    """(service, .env key, port) of every port the native stack listens on."""
-    out = [(svc.name, svc.port_key or "", svc.port) for svc in services if svc.port]
-    out.append(("nginx", "NGINX_STATUS_PORT", s.nginx_status_port))
+def listeners(s: StackSettings, services: list[Service]) -> list[tuple[str, str, int, bool]]:
+    """(service, .env key, port, udp) of every port the native stack listens on."""
+    out = [(svc.name, svc.port_key or "", svc.port, svc.udp) for svc in services if svc.port]
+    out.append(("nginx", "NGINX_STATUS_PORT", s.nginx_status_port, False))
     return out

@@ -1,0 +1,1 @@
+"""PostgreSQL backups: one layout for both deployment modes, verify, restore."""

@@ -1,0 +1,45 @@
+"""When scheduled backups run. BACKUP_SCHEDULE takes the forms both native mode
+and the compose pgbackups image (go-cron) read the same way: @hourly, @daily
+(@midnight), @weekly, @monthly, @yearly, or @every <duration> (e.g. 6h, 90m)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+EVERY_RE = re.compile(r"^@every ((?:\d+h)?(?:\d+m)?(?:\d+s)?)$")
+
+
+def parse_every(spec: str) -> timedelta | None:
+    match = EVERY_RE.match(spec)
+    if not match or not match.group(1):
+        return None
+    parts = {unit: number for number, unit in re.findall(r"(\d+)([hms])", match.group(1))}
+    delta = timedelta(
+        hours=int(parts.get("h", 0)), minutes=int(parts.get("m", 0)), seconds=int(parts.get("s", 0))
+    )
+    return delta if delta.total_seconds() >= 60 else None
+
+
+def valid(spec: str) -> bool:
+    return spec in DESCRIPTORS or parse_every(spec) is not None
+
+
+def next_run(spec: str, after: datetime) -> datetime:
+    """The first run time strictly after `after` (UTC wall clock, as in the image)."""
+    every = parse_every(spec)
+    if every is not None:
+        return after + every
+    top = after.replace(minute=0, second=0, microsecond=0)
+    if spec == "@hourly":
+        return top + timedelta(hours=1)
+    midnight = top.replace(hour=0)
+    if spec in ("@daily", "@midnight"):
+        return midnight + timedelta(days=1)
+    if spec == "@weekly":  # Sunday 00:00, as cron's 0 0 * * 0
+        return midnight + timedelta(days=(6 - midnight.weekday()) % 7 or 7)
+    first = midnight.replace(day=1)
+    if spec == "@monthly":
+        return (first + timedelta(days=32)).replace(day=1)
+    return first.replace(year=first.year + 1, month=1)

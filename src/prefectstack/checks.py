@@ -1,0 +1,240 @@
+"""`prefectstack check`: everything that can be known about a configuration
+without starting it. One finding per problem, naming the key and the fix."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+from .settings import SettingsError, StackSettings, load_settings
+
+# Passwords the seed shipped or that a scanner tries first.
+WEAK_PASSWORDS = {
+    "admin",
+    "admin123",
+    "password",
+    "passw0rd",
+    "prefect",
+    "postgres",
+    "redis",
+    "grafana",
+    "pgadmin",
+    "changeme",
+    "secret",
+    "123456",
+    "12345678",
+    "letmein",
+    "qwerty",
+    "test",
+}
+MIN_SECRET_LENGTH = 16
+# What else opens PostgreSQL connections besides the API replicas' pools.
+BACKGROUND_EXTRA = 1  # the triggers service's LISTEN connection, outside its pool
+MIGRATE = 2
+EXPORTERS = 2  # postgres_exporter + the Prefect exporter
+PGADMIN = 5
+BACKUPS = 2  # a dump, plus a verify/restore at the same time
+RESERVE = 10  # superuser_reserved_connections (3) and room for psql / maintenance
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning | info
+    key: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.level}: {self.key}: {self.message}"
+
+
+def connection_budget(s: StackSettings) -> tuple[int, int, str]:
+    """(needed, available, arithmetic) for PostgreSQL connections."""
+    per_process = (
+        s.prefect_server_database_sqlalchemy_pool_size
+        + s.prefect_server_database_sqlalchemy_max_overflow
+    )
+    replicas = s.prefect_api_replicas * per_process
+    background = per_process + BACKGROUND_EXTRA
+    needed = replicas + background + MIGRATE + EXPORTERS + PGADMIN + BACKUPS
+    available = s.postgres_max_connections - RESERVE
+    arithmetic = (
+        f"{s.prefect_api_replicas} replicas x ({s.prefect_server_database_sqlalchemy_pool_size}"
+        f" pool + {s.prefect_server_database_sqlalchemy_max_overflow} overflow) = {replicas}"
+        f" + background services {background} + migrate {MIGRATE} + exporters {EXPORTERS}"
+        f" + pgAdmin {PGADMIN} + backups {BACKUPS} = {needed}; available: max_connections"
+        f" {s.postgres_max_connections} - reserve {RESERVE} = {available}"
+    )
+    return needed, available, arithmetic
+
+
+def check_raw(raw: dict[str, str | None]) -> list[Finding]:
+    """Checks of the file's values that hold even when other keys are invalid."""
+    from .init_env import secret_keys
+
+    found = [
+        Finding(
+            "error",
+            key,
+            "contains '$', which docker compose would read as a variable; use another character",
+        )
+        for key, value in raw.items()
+        if value and "$" in value
+    ]
+    for key in secret_keys():
+        value = raw.get(key) or ""
+        if key == "PREFECT_SERVER_API_AUTH_STRING":
+            value = value.partition(":")[2]
+        if not value:
+            continue  # reported by the settings model
+        if value.lower() in WEAK_PASSWORDS:
+            found.append(
+                Finding(
+                    "error",
+                    key,
+                    f"'{value}' is a well-known default password; "
+                    "run `prefectstack init --force` or set a random value",
+                )
+            )
+        elif len(value) < MIN_SECRET_LENGTH:
+            found.append(
+                Finding(
+                    "error",
+                    key,
+                    f"{len(value)} characters is too short for a "
+                    f"password; use at least {MIN_SECRET_LENGTH} random characters",
+                )
+            )
+    return found
+
+
+def _ports(s: StackSettings) -> list[tuple[str, int]]:
+    ports = [
+        (key.upper(), getattr(s, key))
+        for key in StackSettings.model_fields
+        if key.endswith("_port") and key != "prefect_api_first_port"
+    ]
+    ports += [
+        (f"PREFECT_API_FIRST_PORT+{i}" if i else "PREFECT_API_FIRST_PORT", port)
+        for i, port in enumerate(s.api_ports)
+    ]
+    return ports
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
+    found: list[Finding] = []
+
+    def add(level: str, key: str, message: str) -> None:
+        found.append(Finding(level, key, message))
+
+    seen: dict[int, str] = {}
+    for key, port in _ports(s):
+        if port in seen:
+            add("error", key, f"port {port} is also used by {seen[port]}; give each its own port")
+        seen.setdefault(port, key)
+    if not stack_running:
+        for key, port in _ports(s):
+            if _port_in_use("127.0.0.1", port):
+                add(
+                    "error",
+                    key,
+                    f"port {port} is already in use on this machine; free it or "
+                    "choose another port",
+                )
+    needed, available, arithmetic = connection_budget(s)
+    if needed > available:
+        add(
+            "error",
+            "POSTGRES_MAX_CONNECTIONS",
+            f"connection budget exceeded: {arithmetic}. "
+            "Raise POSTGRES_MAX_CONNECTIONS or lower the pools / replicas",
+        )
+    else:
+        add("info", "POSTGRES_MAX_CONNECTIONS", f"connection budget: {arithmetic}")
+    if s.prefect_redis_messaging_db == s.prefect_docket_redis_db:
+        add(
+            "error",
+            "PREFECT_DOCKET_REDIS_DB",
+            f"same Redis database as "
+            f"PREFECT_REDIS_MESSAGING_DB ({s.prefect_docket_redis_db}); docket's keys would "
+            "mix with the event streams: use another database number",
+        )
+    if s.prefect_ui_api_url:
+        url = urlparse(s.prefect_ui_api_url)
+        default_port = 443 if url.scheme == "https" else 80
+        port = url.port or default_port
+        if not url.path.rstrip("/").endswith("/api"):
+            add("error", "PREFECT_UI_API_URL", "must end with /api (the load balancer's API path)")
+        if url.hostname in ("0.0.0.0", "::"):
+            add(
+                "error",
+                "PREFECT_UI_API_URL",
+                f"{url.hostname} is not an address a browser can open; use this host's name or IP",
+            )
+        if url.scheme == "http" and port != s.prefect_port:
+            add(
+                "error",
+                "PREFECT_UI_API_URL",
+                f"port {port} is not the load balancer's "
+                f"PREFECT_PORT {s.prefect_port}; the UI would call something else",
+            )
+        if url.scheme == "https" and port != s.prefect_port:
+            add(
+                "warning",
+                "PREFECT_UI_API_URL",
+                f"https on port {port}: make sure your TLS "
+                f"proxy forwards to the load balancer on port {s.prefect_port}",
+            )
+    if s.bind_address not in ("127.0.0.1", "::1"):
+        add(
+            "warning",
+            "BIND_ADDRESS",
+            f"{s.bind_address} publishes the UIs beyond this host; "
+            "put TLS in front (README: TLS at nginx) and restrict access with a firewall",
+        )
+    if s.backup_keep_weeks == 0 and s.backup_keep_months == 0:
+        add(
+            "warning",
+            "BACKUP_KEEP_WEEKS",
+            "with BACKUP_KEEP_MONTHS also 0, no backup is "
+            f"kept longer than {s.backup_keep_days} days",
+        )
+    return found
+
+
+def native_stack_running(s: StackSettings) -> bool:
+    from .native.layout import Layout
+    from .native.supervisor import Supervisor
+
+    return Supervisor(Layout(s.state_dir)).running()
+
+
+def check_env_file(env_file: Path) -> list[Finding]:
+    raw = dotenv_values(env_file, interpolate=False) if env_file.is_file() else {}
+    findings = check_raw(raw)
+    try:
+        settings = load_settings(env_file)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            key, _, message = problem.partition(": ")
+            findings.append(Finding("error", key, message))
+        return findings
+    # A running stack holds its own ports; only check them when it is down.
+    return findings + check_settings(settings, stack_running=native_stack_running(settings))
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.level == "error" for f in findings)

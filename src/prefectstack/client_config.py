@@ -1,0 +1,51 @@
+"""`prefectstack client-config`: what a laptop, worker or CI job needs to use the
+stack: the load balancer's API URL and the auth string, as shell exports, a
+prefect.toml section, or a Prefect profile written with Prefect's own API."""
+
+from __future__ import annotations
+
+import shlex
+
+from .settings import StackSettings
+
+
+def client_values(s: StackSettings, url: str | None = None) -> dict[str, str]:
+    # PREFECT_UI_API_URL is, by definition, the load balancer as users reach it.
+    return {"PREFECT_API_URL": url or s.ui_api_url, "PREFECT_API_AUTH_STRING": s.auth_string}
+
+
+def as_env(values: dict[str, str]) -> str:
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
+def as_toml(values: dict[str, str]) -> str:
+    return (
+        "# prefect.toml of a client project\n[api]\n"
+        f'url = "{values["PREFECT_API_URL"]}"\n'
+        f'auth_string = "{values["PREFECT_API_AUTH_STRING"]}"\n'
+    )
+
+
+def write_profile(name: str, values: dict[str, str], *, activate: bool) -> str:
+    """Create or update a Prefect profile (in $PREFECT_HOME/profiles.toml)."""
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        load_profiles,
+        save_profiles,
+    )
+    from prefect.settings.profiles import Profile
+
+    profiles = load_profiles()
+    settings = {
+        PREFECT_API_URL: values["PREFECT_API_URL"],
+        PREFECT_API_AUTH_STRING: values["PREFECT_API_AUTH_STRING"],
+    }
+    if name in profiles.names:
+        profiles.update_profile(name, settings)
+    else:
+        profiles.add_profile(Profile(name=name, settings=settings))
+    if activate:
+        profiles.set_active(name)
+    save_profiles(profiles)
+    return name

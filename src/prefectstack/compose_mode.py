@@ -1,0 +1,98 @@
+"""Day-2 commands against the compose deployment, through `docker compose`.
+
+backup runs the pgbackups image's own backup script (same layout, same
+retention); verify and restore run PostgreSQL's client tools inside the
+postgres container; doctor runs its checks inside the prefect-exporter
+container, which sits on the backend network with the servers' settings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from .backups.layout import listing
+from .backups.operations import BackupError, StackControl
+from .backups.pg import ComposePg
+from .doctor import Check
+from .paths import REPO_ROOT
+from .settings import StackSettings
+
+WRITERS = ("prefect-api", "prefect-background")
+
+
+class ComposeError(Exception):
+    pass
+
+
+def compose_cli() -> list[str]:
+    """`docker compose` (the v2 plugin), else a standalone v2 `docker-compose`."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise ComposeError(
+        "compose mode needs Docker Compose v2 (`docker compose`); scripts/setup_docker.sh "
+        "installs it"
+    )
+
+
+def base(s: StackSettings) -> list[str]:
+    return [
+        *compose_cli(),
+        "--project-directory", str(REPO_ROOT),
+        "-f", str(REPO_ROOT / "docker-compose.yml"),
+        "--env-file", str(s.env_path),
+    ]  # fmt: skip
+
+
+def _run(argv: list[str], *, capture: bool = False) -> str:
+    result = subprocess.run(argv, capture_output=capture, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip() if capture else ""
+        raise ComposeError(f"{' '.join(argv)} failed {detail}".strip())
+    return result.stdout if capture else ""
+
+
+def pg(s: StackSettings) -> ComposePg:
+    return ComposePg(base(s), user=s.postgres_user, port=s.postgres_port)
+
+
+class ComposeControl(StackControl):
+    def __init__(self, s: StackSettings):
+        self.compose = base(s)
+
+    def stop_writers(self) -> None:
+        _run([*self.compose, "stop", *WRITERS])
+
+    def start_writers(self) -> None:
+        _run([*self.compose, "run", "--rm", "prefect-migrate"])
+        _run([*self.compose, "up", "-d", "--wait", *WRITERS])
+
+
+def backup_now(s: StackSettings) -> Path:
+    before = (
+        {f.path for f in listing(s.backup_dir, s.postgres_db)} if s.backup_dir.exists() else set()
+    )
+    _run([*base(s), "exec", "-T", "pgbackups", "/backup.sh"])
+    new = [
+        f
+        for f in listing(s.backup_dir, s.postgres_db)
+        if f.folder == "last" and f.path not in before
+    ]
+    if not new:
+        raise BackupError(f"the pgbackups service wrote no new file into {s.backup_dir}/last")
+    return max(new, key=lambda f: f.mtime).path
+
+
+def doctor(s: StackSettings) -> list[Check]:
+    out = _run(
+        [*base(s), "exec", "-T", "prefect-exporter", "prefectstack", "doctor", "--from-env",
+         "--json"],
+        capture=True,
+    )  # fmt: skip
+    return [Check(**row) for row in json.loads(out)]

@@ -1,0 +1,237 @@
+"""`prefectstack doctor`: live checks of a running stack, pass / warn / fail."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+from . import health
+from .backups.layout import listing
+from .exporter import STREAM_GROUPS
+from .settings import StackSettings
+
+LOOPBACK = "127.0.0.1"
+LAG_WARN_S, LAG_FAIL_S = 60, 300
+BACKUP_WARN_S = 36 * 3600
+REDIS_MEMORY_WARN = 0.8
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass | warn | fail
+    detail: str
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+@cache
+def prefect_schema_head() -> str:
+    """The newest Prefect migration this installation ships (PostgreSQL branch)."""
+    import prefect.server.database as database
+
+    versions = Path(database.__file__).parent / "_migrations" / "versions" / "postgresql"
+    revisions, parents = set(), set()
+    for path in versions.glob("*.py"):
+        text = path.read_text()
+        revisions |= set(re.findall(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M))
+        for line in re.findall(r"^down_revision\s*=\s*(.+)$", text, re.M):
+            parents |= set(re.findall(r"[0-9a-f]{12}", line))
+    heads = revisions - parents
+    return ",".join(sorted(heads))
+
+
+def _probe(name: str, fn: Callable[[], health.Probe]) -> Check:
+    probe = fn()
+    return Check(name, "pass" if probe else "fail", probe.detail)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where each component of a stack answers, as seen from where doctor runs."""
+
+    lb_url: str
+    replicas: list[tuple[str, str]]  # (name, /api/ready URL)
+    postgres: dict
+    redis: dict
+    prometheus_url: str
+    backup_dir: Path | None
+    db: str
+    services_probe: Callable[[], health.Probe]
+
+    @classmethod
+    def native(cls, s: StackSettings, services_probe: Callable[[], health.Probe]) -> Targets:
+        return cls(
+            lb_url=s.lb_url,
+            replicas=[
+                (f"api-{i}", f"http://{LOOPBACK}:{port}/api/ready")
+                for i, port in enumerate(s.api_ports, start=1)
+            ],
+            postgres={
+                "host": LOOPBACK,
+                "port": s.postgres_port,
+                "user": s.postgres_user,
+                "password": s.postgres_password.get_secret_value(),
+                "dbname": s.postgres_db,
+            },
+            redis={
+                "host": LOOPBACK,
+                "port": s.prefect_redis_messaging_port,
+                "password": s.redis_password.get_secret_value(),
+                "db": s.prefect_redis_messaging_db,
+            },
+            prometheus_url=f"http://{LOOPBACK}:{s.prometheus_port}",
+            backup_dir=s.backup_dir,
+            db=s.postgres_db,
+            services_probe=services_probe,
+        )
+
+    @classmethod
+    def from_container_env(cls, env: dict[str, str]) -> Targets:
+        """Inside the compose network (the prefect-exporter container): the
+        servers' own PREFECT_* settings, replicas found through Docker's DNS."""
+        import socket
+        from urllib.parse import urlparse
+
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo("prefect-api", 4200)})
+        redis_settings = {
+            "host": env["PREFECT_REDIS_MESSAGING_HOST"],
+            "port": int(env["PREFECT_REDIS_MESSAGING_PORT"]),
+            "password": env.get("PREFECT_REDIS_MESSAGING_PASSWORD", ""),
+        }
+        docket_db = int(urlparse(env["PREFECT_SERVER_DOCKET_URL"]).path.lstrip("/") or 0)
+        messaging_db = int(env.get("PREFECT_REDIS_MESSAGING_DB", "0"))
+        return cls(
+            lb_url="http://nginx:4200",
+            replicas=[(f"prefect-api {a}", f"http://{a}:4200/api/ready") for a in addresses],
+            postgres={
+                "host": env["PREFECT_API_DATABASE_HOST"],
+                "port": int(env["PREFECT_API_DATABASE_PORT"]),
+                "user": env["PREFECT_API_DATABASE_USER"],
+                "password": env["PREFECT_API_DATABASE_PASSWORD"],
+                "dbname": env["PREFECT_API_DATABASE_NAME"],
+            },
+            redis={**redis_settings, "db": messaging_db},
+            prometheus_url="http://prometheus:9090",
+            backup_dir=Path(env.get("PREFECTSTACK_BACKUP_DIR", "/backups")),
+            db=env["PREFECT_API_DATABASE_NAME"],
+            services_probe=lambda: health.background_services_ok(
+                health.redis_client(**redis_settings, db=messaging_db),
+                health.redis_client(**redis_settings, db=docket_db),
+            ),
+        )
+
+
+def _postgres(t: Targets) -> list[Check]:
+    try:
+        with psycopg.connect(
+            **t.postgres, connect_timeout=5, application_name="prefectstack-doctor"
+        ) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            trgm = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+            current = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            used, limit = conn.execute(
+                "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity"
+            ).fetchone()
+    except psycopg.Error as exc:
+        return [Check("postgres", "fail", str(exc).strip().splitlines()[0])]
+    head = prefect_schema_head()
+    at_head = current is not None and current[0] == head
+    return [
+        Check("postgres", "pass", f"PostgreSQL {version}, {used}/{limit} connections"),
+        Check(
+            "postgres: pg_trgm",
+            "pass" if trgm else "fail",
+            "installed" if trgm else "missing: CREATE EXTENSION pg_trgm",
+        ),
+        Check(
+            "postgres: migrations",
+            "pass" if at_head else "fail",
+            f"at head {head}"
+            if at_head
+            else f"at {current[0] if current else 'none'}, head is {head}: run the migrate service",
+        ),
+    ]
+
+
+def _redis(t: Targets) -> list[Check]:
+    client = health.redis_client(**t.redis)
+    try:
+        info = client.info()
+        backlog = health.stream_backlog(client, STREAM_GROUPS)
+    except redis.RedisError as exc:
+        return [Check("redis", "fail", f"{type(exc).__name__}: {exc}")]
+    rows = [Check("redis", "pass", f"Redis {info['redis_version']}")]
+    aof = info.get("aof_enabled") == 1
+    rows.append(
+        Check(
+            "redis: append-only file",
+            "pass" if aof else "fail",
+            "on" if aof else "off: Prefect's streams are lost on restart",
+        )
+    )
+    used, limit = info["used_memory"], info.get("maxmemory", 0)
+    if limit:
+        share = used / limit
+        status = "warn" if share > REDIS_MEMORY_WARN else "pass"
+        rows.append(
+            Check(
+                "redis: memory",
+                status,
+                f"{used / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB ({share:.0%})",
+            )
+        )
+    else:
+        rows.append(Check("redis: memory", "warn", "no maxmemory limit"))
+    for group in backlog:
+        lag = max(group.oldest_pending_age_s, group.oldest_undelivered_age_s)
+        if group.consumers == 0 and group.group != "actions":
+            status, detail = "fail", "no consumer: the background services are not reading"
+        else:
+            status = "fail" if lag > LAG_FAIL_S else "warn" if lag > LAG_WARN_S else "pass"
+            detail = f"{group.consumers} consumer(s), {group.pending} pending, lag {lag:.0f}s"
+        rows.append(Check(f"redis: {group.stream}/{group.group}", status, detail))
+    return rows
+
+
+def _prometheus(t: Targets) -> Check:
+    try:
+        targets = httpx.get(f"{t.prometheus_url}/api/v1/targets", timeout=5).json()["data"][
+            "activeTargets"
+        ]
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return Check("prometheus targets", "warn", f"Prometheus not reachable: {exc}")
+    down = [f"{t['labels']['job']} {t['scrapeUrl']}" for t in targets if t["health"] != "up"]
+    if down:
+        return Check("prometheus targets", "fail", "down: " + ", ".join(down))
+    return Check("prometheus targets", "pass", f"all {len(targets)} up")
+
+
+def _backups(t: Targets) -> Check:
+    files = listing(t.backup_dir, t.db) if t.backup_dir and t.backup_dir.exists() else []
+    if not files:
+        return Check("newest backup", "warn", f"no backup in {t.backup_dir} yet")
+    age = time.time() - max(f.mtime for f in files)
+    status = "pass" if age < BACKUP_WARN_S else "fail"
+    return Check("newest backup", status, f"{age / 3600:.1f} h old")
+
+
+def run(t: Targets) -> list[Check]:
+    rows = [_probe("load balancer", lambda: health.http_ok(f"{t.lb_url}/api/health"))]
+    for name, url in t.replicas:
+        rows.append(_probe(f"{name} ready", lambda url=url: health.http_ok(url)))
+    rows += _postgres(t)
+    rows += _redis(t)
+    rows.append(_probe("background services", t.services_probe))
+    rows.append(_prometheus(t))
+    rows.append(_backups(t))
+    return rows

@@ -1,0 +1,305 @@
+"""Prometheus exporter for what Prefect itself does not expose.
+
+Prefect 3.9's /api/metrics has process counters only. This exporter adds, per
+scrape: flow runs by state type and late runs, deployments, work pool / queue /
+worker health (last heartbeat / poll), the age of the newest backup, and the
+background services' lag (event received -> persisted, from PostgreSQL; age of
+the oldest undelivered and pending message per Redis consumer group).
+
+Cost is bounded at any data size: flow-run numbers come from Prefect's count
+endpoint (indexed state_type / state_name), the lag query reads the last five
+minutes of events through the `occurred` index, and no label carries a run id.
+Each source fails on its own (prefectstack_exporter_source_up) rather than
+failing the scrape.
+
+Configuration comes from the environment a Prefect client and server use:
+PREFECT_API_URL, PREFECT_API_AUTH_STRING, PREFECT_API_DATABASE_{HOST,PORT,USER,
+PASSWORD,NAME}, PREFECT_REDIS_MESSAGING_{HOST,PORT,PASSWORD,DB}, plus
+PREFECTSTACK_EXPORTER_{ADDRESS,PORT} and PREFECTSTACK_BACKUP_DIR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .health import SERVICE_CONSUMER_GROUPS, stream_backlog
+
+STATE_TYPES = (
+    "SCHEDULED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CRASHED",
+    "PAUSED",
+    "CANCELLING",
+)
+STREAM_GROUPS = {**SERVICE_CONSUMER_GROUPS, "actions": ("actions",)}
+PAGE = 200  # Prefect's largest filter page
+# recorded - received, over events that occurred in the last five minutes
+# (occurred is indexed; recorded is not).
+LAG_SQL = """
+SELECT coalesce(percentile_cont(0.95) WITHIN GROUP (
+           ORDER BY extract(epoch FROM recorded - received)), 0),
+       coalesce(max(extract(epoch FROM recorded - received)), 0),
+       count(*)
+FROM events
+WHERE occurred > now() - interval '5 minutes'
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str
+    auth: tuple[str, str] | None
+    db: dict | None
+    redis: dict | None
+    backup_dir: Path | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+        env = dict(os.environ if env is None else env)
+        auth_string = env.get("PREFECT_API_AUTH_STRING", "")
+        user, sep, password = auth_string.partition(":")
+        db = None
+        if env.get("PREFECT_API_DATABASE_HOST"):
+            db = {
+                "host": env["PREFECT_API_DATABASE_HOST"],
+                "port": int(env.get("PREFECT_API_DATABASE_PORT", "5432")),
+                "user": env.get("PREFECT_API_DATABASE_USER", "prefect"),
+                "password": env.get("PREFECT_API_DATABASE_PASSWORD", ""),
+                "dbname": env.get("PREFECT_API_DATABASE_NAME", "prefect"),
+            }
+        rds = None
+        if env.get("PREFECT_REDIS_MESSAGING_HOST"):
+            rds = {
+                "host": env["PREFECT_REDIS_MESSAGING_HOST"],
+                "port": int(env.get("PREFECT_REDIS_MESSAGING_PORT", "6379")),
+                "password": env.get("PREFECT_REDIS_MESSAGING_PASSWORD") or None,
+                "db": int(env.get("PREFECT_REDIS_MESSAGING_DB", "0")),
+            }
+        backups = env.get("PREFECTSTACK_BACKUP_DIR")
+        return cls(
+            api_url=env.get("PREFECT_API_URL", "http://127.0.0.1:4200/api").rstrip("/"),
+            auth=(user, password) if sep else None,
+            db=db,
+            redis=rds,
+            backup_dir=Path(backups) if backups else None,
+        )
+
+
+def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"prefectstack_{name}", doc, labels=list(labels))
+
+
+class PrefectCollector(Collector):
+    def __init__(self, config: Config):
+        self.config = config
+
+    def describe(self) -> list[Metric]:
+        # Nothing up front: registering must not trigger a scrape.
+        return []
+
+    # --- Prefect API --------------------------------------------------------------
+    async def _api(self) -> list[Metric]:
+        async with httpx.AsyncClient(
+            base_url=self.config.api_url, auth=self.config.auth, timeout=10
+        ) as client:
+
+            async def post(path: str, body: dict | None = None):
+                resp = await client.post(path, json=body or {})
+                resp.raise_for_status()
+                return resp.json()
+
+            async def paged(path: str) -> list[dict]:
+                rows, offset = [], 0
+                while True:
+                    page = await post(path, {"limit": PAGE, "offset": offset})
+                    rows += page
+                    if len(page) < PAGE:
+                        return rows
+                    offset += PAGE
+
+            counts = await asyncio.gather(
+                *(
+                    post("/flow_runs/count", {"flow_runs": {"state": {"type": {"any_": [t]}}}})
+                    for t in STATE_TYPES
+                ),
+                post("/flow_runs/count", {"flow_runs": {"state": {"name": {"any_": ["Late"]}}}}),
+                post("/deployments/count"),
+                post("/deployments/count", {"deployments": {"paused": {"eq_": True}}}),
+                paged("/work_pools/filter"),
+                paged("/work_queues/filter"),
+            )
+            pools = counts[-2]
+            workers = await asyncio.gather(
+                *(paged(f"/work_pools/{p['name']}/workers/filter") for p in pools)
+            )
+
+        now = time.time()
+        runs = gauge("flow_runs", "Flow runs in the database by state type.", ("state_type",))
+        for state, count in zip(STATE_TYPES, counts, strict=False):
+            runs.add_metric([state], count)
+        late = gauge("flow_runs_late", "Flow runs in the Late state (scheduled, not started).")
+        late.add_metric([], counts[len(STATE_TYPES)])
+        deployments = gauge("deployments", "Deployments.", ("paused",))
+        total, paused = counts[len(STATE_TYPES) + 1], counts[len(STATE_TYPES) + 2]
+        deployments.add_metric(["false"], total - paused)
+        deployments.add_metric(["true"], paused)
+
+        pool_status = gauge(
+            "work_pool_status", "1 for the current status of each work pool.", ("pool", "status")
+        )
+        worker_count = gauge("workers", "Workers by pool and status.", ("pool", "status"))
+        heartbeat = gauge(
+            "work_pool_last_heartbeat_age_seconds",
+            "Seconds since the freshest worker heartbeat of each pool.",
+            ("pool",),
+        )
+        for pool, pool_workers in zip(pools, workers, strict=True):
+            name = pool["name"]
+            for status in ("READY", "NOT_READY", "PAUSED"):
+                pool_status.add_metric([name, status], 1 if pool.get("status") == status else 0)
+            by_status = Counter(w.get("status", "OFFLINE") for w in pool_workers)
+            for status in ("ONLINE", "OFFLINE"):
+                worker_count.add_metric([name, status], by_status.get(status, 0))
+            beats = [_ts(w.get("last_heartbeat_time")) for w in pool_workers]
+            beats = [b for b in beats if b]
+            if beats:
+                heartbeat.add_metric([name], max(0.0, now - max(beats)))
+
+        queues = counts[-1]
+        queue_count = gauge("work_queues", "Work queues by status.", ("status",))
+        for status, n in Counter(q.get("status") or "UNKNOWN" for q in queues).items():
+            queue_count.add_metric([status], n)
+        polled = gauge(
+            "work_queue_last_polled_age_seconds",
+            "Seconds since each work queue was last polled by a worker.",
+            ("pool", "queue"),
+        )
+        for queue in queues:
+            last = _ts(queue.get("last_polled"))
+            if last:
+                polled.add_metric(
+                    [queue.get("work_pool_name") or "", queue["name"]], max(0.0, now - last)
+                )
+        return [runs, late, deployments, pool_status, worker_count, heartbeat, queue_count, polled]
+
+    # --- PostgreSQL: event persistence lag --------------------------------------------
+    def _database(self) -> list[Metric]:
+        with psycopg.connect(
+            **self.config.db, connect_timeout=5, application_name="prefectstack-exporter"
+        ) as conn:
+            p95, worst, n = conn.execute(LAG_SQL).fetchone()
+        lag = gauge(
+            "event_persist_lag_seconds",
+            "Event received by the API -> persisted by the background services, over "
+            "events of the last 5 minutes.",
+            ("quantile",),
+        )
+        lag.add_metric(["0.95"], float(p95))
+        lag.add_metric(["1"], float(worst))
+        recent = gauge("events_recent", "Events that occurred in the last 5 minutes.")
+        recent.add_metric([], n)
+        return [lag, recent]
+
+    # --- Redis: consumer group backlog age ------------------------------------------------
+    def _redis(self) -> list[Metric]:
+        client = redis.Redis(**self.config.redis, socket_timeout=5, decode_responses=True)
+        pending_age = gauge(
+            "stream_group_oldest_pending_age_seconds",
+            "Age of the oldest message delivered to a consumer group but not yet acknowledged.",
+            ("stream", "group"),
+        )
+        undelivered_age = gauge(
+            "stream_group_oldest_undelivered_age_seconds",
+            "Age of the oldest stream message a consumer group has not read yet.",
+            ("stream", "group"),
+        )
+        try:
+            for row in stream_backlog(client, STREAM_GROUPS):
+                pending_age.add_metric([row.stream, row.group], row.oldest_pending_age_s)
+                undelivered_age.add_metric([row.stream, row.group], row.oldest_undelivered_age_s)
+        finally:
+            client.close()
+        return [pending_age, undelivered_age]
+
+    # --- backups -----------------------------------------------------------------------
+    def _backups(self) -> list[Metric]:
+        newest = gauge(
+            "backup_newest_timestamp_seconds",
+            "Modification time of the newest PostgreSQL backup.",
+        )
+        files = gauge("backup_files", "Backup files by retention folder.", ("folder",))
+        stamps = []
+        for folder in ("last", "daily", "weekly", "monthly"):
+            found = [
+                p
+                for p in (self.config.backup_dir / folder).glob("*.sql.gz")
+                if not p.is_symlink() and "-latest" not in p.name
+            ]
+            files.add_metric([folder], len(found))
+            stamps += [p.stat().st_mtime for p in found]
+        if stamps:
+            newest.add_metric([], max(stamps))
+        return [newest, files]
+
+    # --- collect -------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        up = gauge("exporter_source_up", "1 if the source answered this scrape.", ("source",))
+        sources = {
+            "api": lambda: asyncio.run(self._api()),
+            "database": self._database if self.config.db else None,
+            "redis": self._redis if self.config.redis else None,
+            "backups": self._backups if self.config.backup_dir else None,
+        }
+        for source, fetch in sources.items():
+            if fetch is None:
+                continue
+            try:
+                metrics = fetch()
+            except Exception as exc:
+                up.add_metric([source], 0)
+                print(f"exporter: {source} failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            up.add_metric([source], 1)
+            yield from metrics
+        yield up
+        took = gauge("exporter_scrape_duration_seconds", "Time this scrape took.")
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+
+def _ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def serve(address: str, port: int, config: Config) -> None:
+    """Serve /metrics until interrupted."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(PrefectCollector(config))
+    server, thread = start_http_server(port, addr=address, registry=registry)
+    print(f"prefectstack exporter on http://{address}:{port}/metrics", flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()

@@ -1,0 +1,422 @@
+"""The Docker Compose deployment, validated with the real tools that run here:
+the Compose v2 binary (config only, no engine), nginx -t, hadolint, shellcheck.
+And checked against native mode, which the other tests run for real."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import compose
+import pytest
+import yaml
+from dotenv import dotenv_values
+
+from prefectstack import generated, nginx_config
+from prefectstack.native import postgres as native_postgres
+from prefectstack.native import topology
+from prefectstack.native.layout import Layout
+from prefectstack.native.tools import locate
+from prefectstack.prefect_env import shared_env
+from prefectstack.settings import NATIVE_ONLY_KEYS, load_settings
+
+from conftest import REPO, read_env, state_tmpdir
+
+DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"  # the Go binary itself
+COMPOSE_FILE = REPO / "docker-compose.yml"
+PREFECT_SERVER_SERVICES = ("prefect-migrate", "prefect-api", "prefect-background")
+ONE_SHOT = {"prefect-migrate"}
+# Per-role settings; everything else must be identical in every Prefect server.
+ROLE_KEYS = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_APPLICATION_NAME",
+    "PREFECT_SERVER_API_HOST",
+    "PREFECT_SERVER_API_PORT",
+    "FORWARDED_ALLOW_IPS",
+    "PREFECT_SERVER_UI_ENABLED",
+}
+# compose service -> native service(s); compose-only services with the reason.
+NATIVE_NAME = {
+    "postgres": "postgres",
+    "redis": "redis",
+    "prefect-migrate": "migrate",
+    "prefect-api": "api-1",
+    "prefect-background": "services",
+    "nginx": "nginx",
+    "pgadmin": "pgadmin",
+    "redis-ui": "redis-ui",
+}
+PUBLISHED = {
+    "nginx": "PREFECT_PORT",
+    "pgadmin": "PGADMIN_PORT",
+    "redis-ui": "ARDM_PORT",
+    "prometheus": "PROMETHEUS_PORT",
+    "alertmanager": "ALERTMANAGER_PORT",
+    "grafana": "GRAFANA_PORT",
+}
+
+
+def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DOCKER_COMPOSE), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def env_dir():
+    directory = state_tmpdir("prefectstack-compose-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env_file(env_dir) -> Path:
+    # Exactly what a user gets: prefectstack init on .env.example.
+    path = env_dir / ".env"
+    subprocess.run(
+        [sys.executable, "-m", "prefectstack", "init", "--env-file", str(path)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(env_file) -> dict:
+    result = run_compose(env_file, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def services(model) -> dict:
+    return model["services"]
+
+
+def test_config_succeeds_with_an_initialised_env(env_file):
+    result = run_compose(env_file, "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PGADMIN_DEFAULT_PASSWORD",
+        "REDIS_UI_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    ],
+)
+def test_config_fails_clearly_without_a_secret(env_file, tmp_path, key):
+    text = re.sub(rf"^{key}=.*$", f"{key}=", env_file.read_text(), flags=re.M)
+    bad = tmp_path / ".env"
+    bad.write_text(text)
+    result = run_compose(bad, "config", "--quiet")
+    assert result.returncode != 0
+    assert f"required variable {key} is missing a value" in result.stderr
+    assert f"{key} is not set in .env - run prefectstack init" in result.stderr
+
+
+def test_no_version_key_and_project_named_from_env(model):
+    assert "version" not in yaml.safe_load(COMPOSE_FILE.read_text())
+    assert model["name"] == "prefectstack"
+
+
+@pytest.mark.parametrize("service", sorted(set(NATIVE_NAME) | set(PUBLISHED)))
+def test_listed_services_exist(services, service):
+    assert service in services
+
+
+def long_running(services) -> dict:
+    return {name: svc for name, svc in services.items() if name not in ONE_SHOT}
+
+
+def test_every_long_running_service_is_production_ready(services):
+    problems = []
+    for name, svc in long_running(services).items():
+        image = svc.get("image", "")
+        tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+        if not tag or tag == "latest":
+            problems.append(f"{name}: image {image!r} has no pinned tag")
+        health = svc.get("healthcheck") or {}
+        if not health.get("test") or health.get("disable"):
+            problems.append(f"{name}: no healthcheck")
+        if svc.get("restart") not in ("unless-stopped", "always", "on-failure"):
+            problems.append(f"{name}: restart policy {svc.get('restart')!r}")
+        log = svc.get("logging") or {}
+        if log.get("driver") != "json-file" or not {"max-size", "max-file"} <= set(
+            log.get("options", {})
+        ):
+            problems.append(f"{name}: no log rotation")
+        if not svc.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory"):
+            problems.append(f"{name}: no memory limit")
+    assert not problems, "\n".join(problems)
+
+
+def test_migrate_is_one_shot_and_gates_the_servers(services):
+    migrate = services["prefect-migrate"]
+    assert migrate["restart"] == "on-failure"
+    assert migrate["command"] == ["prefect", "server", "database", "upgrade", "-y"]
+    for name in ("prefect-api", "prefect-background"):
+        deps = services[name]["depends_on"]
+        assert deps["prefect-migrate"]["condition"] == "service_completed_successfully"
+        assert deps["postgres"]["condition"] == "service_healthy"
+        assert deps["redis"]["condition"] == "service_healthy"
+
+
+def test_databases_are_private(model, services):
+    assert model["networks"]["backend"]["internal"] is True
+    for name in ("postgres", "redis"):
+        assert not services[name].get("ports"), f"{name} publishes a port"
+        assert set(services[name]["networks"]) == {"backend"}
+
+
+def test_published_ports_are_on_frontend_and_bound_to_bind_address(services, env_file):
+    env = read_env(env_file)
+    for name, svc in services.items():
+        if not svc.get("ports"):
+            continue
+        assert "frontend" in svc["networks"], f"{name} publishes a port off the frontend network"
+        for port in svc["ports"]:
+            assert port["host_ip"] == env["BIND_ADDRESS"], (name, port)
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == set(PUBLISHED)
+    for name, key in PUBLISHED.items():
+        assert [p["published"] for p in services[name]["ports"]] == [env[key]]
+
+
+def test_exactly_one_background_services_process(services):
+    runners = [
+        name
+        for name, svc in services.items()
+        if svc.get("command") == ["prefect", "server", "services", "start"]
+    ]
+    assert runners == ["prefect-background"]
+    assert services["prefect-background"]["deploy"]["replicas"] == 1
+    replicas = services["prefect-api"]["deploy"]["replicas"]
+    assert replicas == 3
+    assert "ports" not in services["prefect-api"]
+
+
+def test_every_prefect_server_gets_identical_multi_replica_settings(services):
+    envs = {
+        name: {k: v for k, v in services[name]["environment"].items() if k not in ROLE_KEYS}
+        for name in PREFECT_SERVER_SERVICES
+    }
+    first = envs["prefect-api"]
+    for name, env in envs.items():
+        assert env == first, f"{name} differs from prefect-api"
+    # ... and they include every fixed setting of deploy/prefect/prefect.env.
+    assert shared_env().items() <= first.items()
+    for key, value in {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_SERVER_WORKER_CHANNEL_CLEANUP_QUEUE_STORAGE": "prefect_redis.cleanup_queue",
+        "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+        "PREFECT_REDIS_WORKER_CLEANUP_QUEUE_HOST": "redis",
+    }.items():
+        assert first[key] == value, key
+    assert first["PREFECT_SERVER_DOCKET_URL"].endswith("@redis:6379/1")
+
+
+def test_env_example_and_compose_use_the_same_keys():
+    example = set(dotenv_values(REPO / ".env.example"))
+    text = COMPOSE_FILE.read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    assert used <= example, f"compose uses keys missing from .env.example: {used - example}"
+    unused = example - used - NATIVE_ONLY_KEYS
+    assert not unused, f".env.example keys used by neither mode: {unused}"
+    assert not (NATIVE_ONLY_KEYS & used), "a native-only key is used by compose"
+
+
+def test_every_bind_mount_source_exists(services):
+    missing = []
+    for name, svc in services.items():
+        for volume in svc.get("volumes", []):
+            backups = volume["target"] == "/backups"  # created on first backup
+            ours = volume["type"] == "bind" and volume["source"].startswith(str(REPO))
+            if ours and not backups and not Path(volume["source"]).exists():
+                missing.append(f"{name}: {volume['source']}")
+        for env_file in svc.get("env_file", []):
+            assert Path(env_file["path"]).exists()
+    assert not missing, missing
+
+
+def test_committed_rendered_configs_are_current():
+    assert generated.stale() == [], "run `prefectstack generate`"
+
+
+def nginx_test(conf_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(conf_text)
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    return subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_compose_nginx_conf_passes_nginx_t(tmp_path):
+    text = (REPO / "deploy" / nginx_config.COMPOSE_CONF).read_text()
+    # What a Docker network provides: the names resolve and the paths exist.
+    # Debian's nginx 1.22 predates `server ... resolve` (1.27.3), so that one
+    # parameter is checked structurally below instead.
+    upstream = f"server {nginx_config.COMPOSE_API_SERVICE}:{nginx_config.COMPOSE_API_PORT} resolve"
+    assert re.search(rf"^\s+{upstream} max_fails=1 fail_timeout=5s;$", text, re.M)
+    assert re.search(r"^\s+zone prefect_api \d+k;$", text, re.M)
+    assert re.search(r"^\s+resolver 127\.0\.0\.11 ", text, re.M)
+    stubbed = (
+        text.replace(upstream, "server 127.0.0.1:4200")
+        .replace(f"{nginx_config.COMPOSE_LOG_EXPORTER}:", "127.0.0.1:")
+        .replace("/var/run/nginx.pid", str(tmp_path / "nginx.pid"))
+    )
+    result = nginx_test(stubbed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_native_nginx_conf_passes_nginx_t(tmp_path):
+    (tmp_path / "tmp").mkdir()  # native mode creates it in the state directory
+    conf = nginx_config.native_conf(
+        listen="127.0.0.1:4200",
+        api_addresses=["127.0.0.1:4201", "127.0.0.1:4202"],
+        status_listen="127.0.0.1:8080",
+        run_dir=tmp_path,
+        nginx_dir=tmp_path,
+        log_exporter="127.0.0.1:3903",
+    )
+    result = nginx_test(conf, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_nginx_conf_has_what_prefect_needs():
+    text = (REPO / "deploy" / nginx_config.COMPOSE_CONF).read_text()
+    assert "least_conn;" in text
+    assert re.search(r"client_max_body_size (\d+)m;", text)
+    assert int(re.search(r"client_max_body_size (\d+)m;", text).group(1)) >= 5
+    routes = re.search(r"location ~ \^/api/\((.+)\)\$ \{", text).group(1)
+    for route in (
+        "events/(in|out)",
+        "logs/out",
+        "task_runs/subscriptions/scheduled",
+        "work_pools/[^/]+/workers/connect",
+    ):
+        assert route in routes
+    assert "proxy_set_header Upgrade $http_upgrade;" in text
+    next_upstream = re.search(r"proxy_next_upstream ([^;]+);", text).group(1).split()
+    assert "non_idempotent" not in next_upstream
+    assert "error" in next_upstream
+    keepalive = int(re.search(r"keepalive_timeout (\d+)s;", text).group(1))
+    assert keepalive < int(shared_env()["PREFECT_SERVER_API_KEEPALIVE_TIMEOUT"])
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    sorted(
+        str(p.relative_to(REPO))
+        for p in REPO.rglob("Dockerfile")
+        if ".venv" not in p.parts and ".tools" not in p.parts
+    ),
+)
+def test_dockerfiles_pass_hadolint(dockerfile):
+    hadolint = Path(shutil.which("hadolint") or REPO / ".venv" / "bin" / "hadolint")
+    result = subprocess.run(
+        [str(hadolint), dockerfile], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def shell_scripts() -> list[str]:
+    found = []
+    for path in REPO.rglob("*"):
+        if not path.is_file() or {".venv", ".tools", ".git", "node_modules"} & set(path.parts):
+            continue
+        if path.suffix == ".sh" or (
+            path.read_bytes()[:2] == b"#!" and b"sh" in path.read_bytes().split(b"\n", 1)[0]
+        ):
+            found.append(str(path.relative_to(REPO)))
+    return sorted(found)
+
+
+def test_shell_scripts_are_found():
+    assert {"scripts/install_native.sh", "scripts/quickstart.sh", ".ci/run"} <= set(shell_scripts())
+
+
+@pytest.mark.parametrize("script", shell_scripts())
+def test_shell_scripts_pass_shellcheck(script):
+    result = subprocess.run(
+        ["shellcheck", script], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+# --- compose and native mode agree ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def native(env_file):
+    # The same .env as the compose model: only the addresses may differ.
+    settings = load_settings(env_file)
+    services, _ = topology.build(settings, Layout(settings.state_dir), locate())
+    return settings, {svc.name: svc for svc in services}
+
+
+def test_same_services_except_documented_ones(services, native):
+    _, native_services = native
+    for compose_name, native_name in NATIVE_NAME.items():
+        assert compose_name in services
+        assert native_name in native_services, f"native mode lacks {native_name}"
+
+
+def test_same_prefect_settings_in_both_modes(services, native):
+    _, native_services = native
+    compose_env = services["prefect-api"]["environment"]
+    native_env = native_services["api-1"].env
+    prefect_keys = {k for k in compose_env if k.startswith("PREFECT_")}
+    native_keys = {k for k in native_env if k.startswith("PREFECT_")}
+    # Native replicas also point PREFECT_HOME and the UI bundle into the state dir.
+    assert prefect_keys ^ native_keys <= {"PREFECT_HOME", "PREFECT_UI_STATIC_DIRECTORY"}
+    for key in sorted(prefect_keys & native_keys - ROLE_KEYS):
+        # Compose reaches its databases by service name, native mode on loopback.
+        expected = re.sub(
+            r"(?<=@)(postgres|redis)(?=:)|^(postgres|redis)$", "127.0.0.1", compose_env[key]
+        )
+        assert native_env[key] == expected, key
+
+
+def test_same_postgres_server_settings(services, native):
+    settings, _ = native
+    command = services["postgres"]["command"]
+    flags = [command[i + 1] for i, arg in enumerate(command) if arg == "-c"]
+    compose_flags = [f for f in flags if not f.startswith("port=")]
+    native_flags = native_postgres.server_flags(settings)
+    norm = {"max_connections", "shared_buffers"}  # values come from each .env
+    assert [f.split("=")[0] for f in compose_flags] == [f.split("=")[0] for f in native_flags]
+    assert [f for f in compose_flags if f.split("=")[0] not in norm] == [
+        f for f in native_flags if f.split("=")[0] not in norm
+    ]
+
+
+def test_same_published_ports_from_the_same_keys(native):
+    settings, native_services = native
+    for compose_name, key in PUBLISHED.items():
+        native_name = NATIVE_NAME.get(compose_name)
+        if native_name is None:
+            continue
+        assert native_services[native_name].port == getattr(settings, key.lower())
+        assert native_services[native_name].port_key == key

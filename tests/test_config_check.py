@@ -1,0 +1,191 @@
+"""`prefectstack init` and `prefectstack check` on real files."""
+
+from __future__ import annotations
+
+import re
+import socket
+import stat
+import subprocess
+
+import pytest
+from dotenv import dotenv_values
+
+from prefectstack.checks import check_env_file, has_errors
+from prefectstack.init_env import secret_keys
+
+from conftest import PREFECTSTACK, REPO, make_env_file, read_env, write_env
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*PREFECTSTACK, *args], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
+
+
+# --- init ------------------------------------------------------------------------
+
+
+def test_init_generates_long_random_distinct_secrets(tmp_path):
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    assert cli("init", "--env-file", str(first)).returncode == 0
+    assert cli("init", "--env-file", str(second)).returncode == 0
+    a, b = dotenv_values(first), dotenv_values(second)
+    secrets = [k for k in secret_keys()]
+    assert len(secrets) == 6
+    values = []
+    for key in secrets:
+        value = a[key].partition(":")[2] if key == "PREFECT_SERVER_API_AUTH_STRING" else a[key]
+        assert len(value) >= 32 and re.fullmatch(r"[A-Za-z0-9]+", value), key
+        assert a[key] != b[key], f"{key} repeated across runs"
+        values.append(value)
+    assert len(set(values)) == len(values), "two secrets share a value"
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    # Every other key is .env.example's value, and the result is a valid config.
+    example = dotenv_values(REPO / ".env.example")
+    assert {k: v for k, v in a.items() if k not in secrets} == {
+        k: v for k, v in example.items() if k not in secrets and k != "STATE_DIR"
+    } | {"STATE_DIR": a["STATE_DIR"]}
+    assert not has_errors(check_env_file(first))
+
+
+def test_init_never_loses_an_existing_env(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_PASSWORD=my-own-precious-value\n")
+    refused = cli("init", "--env-file", str(env))
+    assert refused.returncode != 0
+    assert "already exists" in refused.stderr
+    assert env.read_text() == "POSTGRES_PASSWORD=my-own-precious-value\n"
+
+    forced = cli("init", "--force", "--env-file", str(env))
+    assert forced.returncode == 0
+    backups = list(tmp_path.glob(".env.*.bak"))
+    assert len(backups) == 1
+    assert backups[0].read_text() == "POSTGRES_PASSWORD=my-own-precious-value\n"
+    assert "my-own-precious-value" not in env.read_text()
+
+
+# --- check -------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def good(tmp_path):
+    return make_env_file(tmp_path)
+
+
+def test_a_good_configuration_passes(good):
+    findings = check_env_file(good)
+    assert not has_errors(findings), [f.line() for f in findings]
+    result = cli("check", "--env-file", str(good))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "connection budget:" in result.stdout
+    assert "is valid" in result.stdout
+
+
+def with_values(path, **values):
+    env = read_env(path)
+    env.update(values)
+    return write_env(path, env)
+
+
+BAD = [
+    ("POSTGRES_PASSWORD", {"POSTGRES_PASSWORD": "admin123"}, "'admin123' is a well-known default"),
+    ("REDIS_PASSWORD", {"REDIS_PASSWORD": "shortpw"}, "7 characters is too short"),
+    ("PREFECT_SERVER_API_AUTH_STRING", {"PREFECT_SERVER_API_AUTH_STRING": "admin:prefect"},
+     "'prefect' is a well-known default"),
+    ("PREFECT_SERVER_API_AUTH_STRING", {"PREFECT_SERVER_API_AUTH_STRING": "justapassword1234"},
+     "must have the form user:password"),
+    ("POSTGRES_PASSWORD", {"POSTGRES_PASSWORD": ""}, "is required but not set"),
+    ("PREFECT_PORT", {"PREFECT_PORT": "70000"}, "less than or equal to 65535"),
+    ("PREFECT_PORT", {"PREFECT_PORT": "http"}, "valid integer"),
+    ("PREFECT_API_REPLICAS", {"PREFECT_API_REPLICAS": "0"}, "greater than or equal to 1"),
+    ("PREFECT_DOCKET_REDIS_DB", {"PREFECT_DOCKET_REDIS_DB": "0"}, "same Redis database as"),
+    ("BACKUP_KEEP_DAYS", {"BACKUP_KEEP_DAYS": "0"}, "greater than or equal to 1"),
+    ("POSTGRES_MAX_CONNECTIONS", {"POSTGRES_MAX_CONNECTIONS": "60"},
+     "connection budget exceeded: 3 replicas x (5 pool + 10 overflow) = 45"),
+    ("PREFECT_MESSAGING_BROKER",
+     {"PREFECT_MESSAGING_BROKER": "prefect.server.utilities.messaging.memory"},
+     "needs this exact value to run several API replicas"),
+    ("PREFECT_API_DATABASE_MIGRATE_ON_START", {"PREFECT_API_DATABASE_MIGRATE_ON_START": "true"},
+     "must be false"),
+    ("PREFECT_REDIS_MESSAGING_HOST", {"PREFECT_REDIS_MESSAGING_HOST": "localhost"},
+     "Input should be 'redis'"),
+    ("PREFECT_UI_API_URL", {"BIND_ADDRESS": "0.0.0.0"}, "must be set when BIND_ADDRESS is 0.0.0.0"),
+    ("BACKUP_SCHEDULE", {"BACKUP_SCHEDULE": "0 0 * * *"}, "must be @hourly, @daily"),
+    ("REDIS_MAXMEMORY", {"REDIS_MAXMEMORY": "plenty"}, "must be a Redis size"),
+    ("PROJECT_NAME", {"PROJECT_NAME": "My Stack"}, "must start with a lower-case letter"),
+    ("PGADMIN_DEFAULT_EMAIL", {"PGADMIN_DEFAULT_EMAIL": "admin"}, "must be an e-mail address"),
+    ("POSTGRES_PASWORD", {"POSTGRES_PASWORD": "typo"}, "is not a known setting"),
+    ("PREFECT_API_DATABASE_CONNECTION_URL",
+     {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://prefect:x@postgres:5432/prefect"},
+     "disagrees with POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB"),
+    ("GRAFANA_ADMIN_PASSWORD", {"GRAFANA_ADMIN_PASSWORD": "pa$$word-very-long-1"},
+     "docker compose would read as a variable"),
+    ("POSTGRES_SHARED_BUFFERS", {"POSTGRES_SHARED_BUFFERS": "256"}, "must be a PostgreSQL size"),
+    ("PROMETHEUS_RETENTION", {"PROMETHEUS_RETENTION": "forever"}, "must be a Prometheus duration"),
+    ("ALERT_WEBHOOK_URL", {"ALERT_WEBHOOK_URL": "ftp://hooks.example.com/x"},
+     "must be an http:// or https:// URL"),
+    ("PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE",
+     {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "0"}, "greater than or equal to 1"),
+    ("PREFECT_WORKER_POOL", {"PREFECT_WORKER_POOL": "my pool"}, "must be a work pool name"),
+    ("BIND_ADDRESS", {"BIND_ADDRESS": "localhost"}, "must be an IP address"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "values", "message"), BAD, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(BAD)]
+)
+def test_bad_configuration_is_rejected_with_its_own_message(good, key, values, message):
+    findings = check_env_file(with_values(good, **values))
+    errors = [f for f in findings if f.level == "error"]
+    assert any(f.key == key and message in f.message for f in errors), [f.line() for f in errors]
+
+
+def test_ui_url_must_point_at_the_load_balancer(good):
+    env = read_env(good)
+    port = int(env["PREFECT_PORT"])
+    wrong_port = check_env_file(
+        with_values(good, PREFECT_UI_API_URL=f"http://127.0.0.1:{port + 7}/api")
+    )
+    assert any("is not the load balancer's PREFECT_PORT" in f.message for f in wrong_port)
+    wrong_path = check_env_file(with_values(good, PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/"))
+    assert any("must end with /api" in f.message for f in wrong_path)
+
+
+def test_port_collision_names_both_keys(good):
+    env = read_env(good)
+    findings = check_env_file(with_values(good, PGADMIN_PORT=env["PREFECT_PORT"]))
+    assert any(
+        (f.key == "PREFECT_PORT" and "also used by PGADMIN_PORT" in f.message)
+        or (f.key == "PGADMIN_PORT" and "also used by PREFECT_PORT" in f.message)
+        for f in findings
+    ), [f.line() for f in findings]
+
+
+def test_port_already_in_use_is_reported(good):
+    port = int(read_env(good)["GRAFANA_PORT"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        findings = check_env_file(good)
+    assert any(
+        f.key == "GRAFANA_PORT" and f"port {port} is already in use" in f.message for f in findings
+    )
+
+
+def test_missing_key_is_named_with_its_default(good):
+    text = re.sub(r"^PREFECT_PORT=.*\n", "", good.read_text(), flags=re.M)
+    good.write_text(text)
+    findings = check_env_file(good)
+    assert any(
+        f.key == "PREFECT_PORT" and ".env.example has PREFECT_PORT=4200" in f.message
+        for f in findings
+    )
+
+
+def test_check_exits_non_zero_with_one_line_per_problem(good):
+    with_values(good, POSTGRES_PASSWORD="admin123", PREFECT_API_REPLICAS="0")
+    result = cli("check", "--env-file", str(good))
+    assert result.returncode == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(lines) >= 2
+    assert any(line.startswith("error: PREFECT_API_REPLICAS:") for line in lines)
