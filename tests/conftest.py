@@ -29,7 +29,7 @@ def secret(tag: str) -> str:
 
 
 def make_env_file(directory: Path, **overrides: str) -> Path:
-    values = free_port_values(REPLICAS)
+    values = free_port_values(REPLICAS + 1)  # one spare for the scaling test
     values.update(
         STATE_DIR="./state",
         BACKUP_DIR="./backups",

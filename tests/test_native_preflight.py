@@ -9,6 +9,11 @@ import subprocess
 
 import pytest
 
+from prefectstack.native import postgres
+from prefectstack.native.layout import Layout
+from prefectstack.native.tools import locate
+from prefectstack.settings import load_settings
+
 from conftest import PREFECTSTACK, REPO, make_env_file, read_env, state_tmpdir
 
 
@@ -79,3 +84,21 @@ def test_missing_env_file_points_at_init(fresh):
     result = up(fresh / "missing.env")
     assert result.returncode != 0
     assert "prefectstack init" in result.stderr
+
+
+def test_a_cluster_made_with_other_credentials_is_refused(fresh):
+    env_file = make_env_file(fresh)
+    settings = load_settings(env_file)
+    layout = Layout(settings.state_dir)
+    layout.root.mkdir(parents=True)
+    layout.root.chmod(0o755)
+    assert postgres.initdb(locate().pg_bindir, layout, settings)
+    text = env_file.read_text().replace(
+        f"POSTGRES_PASSWORD={read_env(env_file)['POSTGRES_PASSWORD']}",
+        "POSTGRES_PASSWORD=anotherLongPassword12345",
+    )
+    env_file.write_text(text)
+    result = up(env_file)
+    assert result.returncode != 0
+    assert "was created with another POSTGRES_USER/POSTGRES_PASSWORD" in result.stderr
+    assert not layout.supervisor_pid.exists()

@@ -117,6 +117,37 @@ def test_a_replica_that_cannot_start_is_reported_with_the_reason(stack):
     assert stack.status()["api-3"]["healthy"] is True
 
 
+def prometheus_replica_targets(stack) -> int:
+    url = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1/targets"
+    targets = httpx.get(url).json()["data"]["activeTargets"]
+    return sum(t["labels"]["job"] == "prefect-api" for t in targets)
+
+
+def test_scaling_replicas_up_and_back_down(stack):
+    original = stack.env_file.read_text()
+    first = int(stack.env["PREFECT_API_FIRST_PORT"])
+    stack.env_file.write_text(original.replace("PREFECT_API_REPLICAS=3", "PREFECT_API_REPLICAS=4"))
+    try:
+        result = stack.cli("up")
+        assert "nginx" in result.stderr and "reloaded its configuration" in result.stderr
+        assert stack.status()["api-4"]["healthy"]
+        log = stack.state / "logs" / "nginx.log"
+        before = log.stat().st_size
+        with stack.client() as client:
+            for _ in range(80):
+                client.post("/flows/filter", json={"limit": 1})
+        with log.open() as fh:
+            fh.seek(before)
+            assert f'ua="127.0.0.1:{first + 3}"' in fh.read()
+        assert poll(lambda: prometheus_replica_targets(stack), lambda n: n == 4, timeout=30) == 4
+    finally:
+        stack.env_file.write_text(original)
+    stack.cli("up")
+    assert "api-4" not in stack.status()
+    assert poll(lambda: prometheus_replica_targets(stack), lambda n: n == 3, timeout=30) == 3
+    assert httpx.get(f"{stack.api}/ready").status_code == 200
+
+
 def test_down_stops_every_process_and_up_keeps_the_data(stack, client_home):
     earlier = stack.run_flow("etl.py", "1", home=client_home)
     pids = stack.pids()

@@ -35,12 +35,12 @@ INSERT INTO flow_run (name, flow_id, state_type, state_name, expected_start_time
                       start_time, end_time)
 SELECT 'bench-' || g, flow.id,
        kinds.type::state_type,
-       CASE WHEN g % 100 = 0 THEN 'Late' ELSE kinds.name END,
+       CASE WHEN g %% 100 = 0 THEN 'Late' ELSE kinds.name END,
        now() - make_interval(secs => g), now() - make_interval(secs => g),
        now() - make_interval(secs => g - 1)
 FROM generate_series(1, %(runs)s) AS g
 CROSS JOIN flow
-JOIN kinds ON kinds.n = g % 10
+JOIN kinds ON kinds.n = g %% 10
 """
 
 

@@ -6,9 +6,12 @@ worker health (last heartbeat / poll), the age of the newest backup, and the
 background services' lag (event received -> persisted, from PostgreSQL; age of
 the oldest undelivered and pending message per Redis consumer group).
 
-Cost is bounded at any data size: flow-run numbers come from Prefect's count
-endpoint (indexed state_type / state_name), the lag query reads the last five
-minutes of events through the `occurred` index, and no label carries a run id.
+Cost stays small as the database grows: flow runs are counted per state type in
+one round trip of index-only scans (ix_flow_run__state_type, __state_name),
+about 15 ms at 100k runs where ten /api/flow_runs/count calls took ~180 ms
+(`prefectstack bench exporter` prints the figure); the lag query reads the last
+five minutes of events through the `occurred` index; no label carries a run id.
+Work pools, queues, workers and deployments come from Prefect's REST API.
 Each source fails on its own (prefectstack_exporter_source_up) rather than
 failing the scrape.
 
@@ -52,6 +55,11 @@ STREAM_GROUPS = {**SERVICE_CONSUMER_GROUPS, "actions": ("actions",)}
 PAGE = 200  # Prefect's largest filter page
 # recorded - received, over events that occurred in the last five minutes
 # (occurred is indexed; recorded is not).
+# One indexed count per state type (and the Late state name) in one round trip.
+COUNT_SQL = " UNION ALL ".join(
+    [f"SELECT '{t}', count(*) FROM flow_run WHERE state_type = '{t}'" for t in STATE_TYPES]
+    + ["SELECT 'Late', count(*) FROM flow_run WHERE state_name = 'Late'"]
+)
 LAG_SQL = """
 SELECT coalesce(percentile_cont(0.95) WITHIN GROUP (
            ORDER BY extract(epoch FROM recorded - received)), 0),
@@ -134,30 +142,18 @@ class PrefectCollector(Collector):
                         return rows
                     offset += PAGE
 
-            counts = await asyncio.gather(
-                *(
-                    post("/flow_runs/count", {"flow_runs": {"state": {"type": {"any_": [t]}}}})
-                    for t in STATE_TYPES
-                ),
-                post("/flow_runs/count", {"flow_runs": {"state": {"name": {"any_": ["Late"]}}}}),
+            total, paused, pools, queues = await asyncio.gather(
                 post("/deployments/count"),
                 post("/deployments/count", {"deployments": {"paused": {"eq_": True}}}),
                 paged("/work_pools/filter"),
                 paged("/work_queues/filter"),
             )
-            pools = counts[-2]
             workers = await asyncio.gather(
                 *(paged(f"/work_pools/{p['name']}/workers/filter") for p in pools)
             )
 
         now = time.time()
-        runs = gauge("flow_runs", "Flow runs in the database by state type.", ("state_type",))
-        for state, count in zip(STATE_TYPES, counts, strict=False):
-            runs.add_metric([state], count)
-        late = gauge("flow_runs_late", "Flow runs in the Late state (scheduled, not started).")
-        late.add_metric([], counts[len(STATE_TYPES)])
         deployments = gauge("deployments", "Deployments.", ("paused",))
-        total, paused = counts[len(STATE_TYPES) + 1], counts[len(STATE_TYPES) + 2]
         deployments.add_metric(["false"], total - paused)
         deployments.add_metric(["true"], paused)
 
@@ -182,7 +178,6 @@ class PrefectCollector(Collector):
             if beats:
                 heartbeat.add_metric([name], max(0.0, now - max(beats)))
 
-        queues = counts[-1]
         queue_count = gauge("work_queues", "Work queues by status.", ("status",))
         for status, n in Counter(q.get("status") or "UNKNOWN" for q in queues).items():
             queue_count.add_metric([status], n)
@@ -197,14 +192,20 @@ class PrefectCollector(Collector):
                 polled.add_metric(
                     [queue.get("work_pool_name") or "", queue["name"]], max(0.0, now - last)
                 )
-        return [runs, late, deployments, pool_status, worker_count, heartbeat, queue_count, polled]
+        return [deployments, pool_status, worker_count, heartbeat, queue_count, polled]
 
-    # --- PostgreSQL: event persistence lag --------------------------------------------
+    # --- PostgreSQL: flow runs, event persistence lag ----------------------------------
     def _database(self) -> list[Metric]:
         with psycopg.connect(
             **self.config.db, connect_timeout=5, application_name="prefectstack-exporter"
         ) as conn:
+            counts = dict(conn.execute(COUNT_SQL).fetchall())
             p95, worst, n = conn.execute(LAG_SQL).fetchone()
+        runs = gauge("flow_runs", "Flow runs in the database by state type.", ("state_type",))
+        for state in STATE_TYPES:
+            runs.add_metric([state], counts[state])
+        late = gauge("flow_runs_late", "Flow runs in the Late state (scheduled, not started).")
+        late.add_metric([], counts["Late"])
         lag = gauge(
             "event_persist_lag_seconds",
             "Event received by the API -> persisted by the background services, over "
@@ -215,7 +216,7 @@ class PrefectCollector(Collector):
         lag.add_metric(["1"], float(worst))
         recent = gauge("events_recent", "Events that occurred in the last 5 minutes.")
         recent.add_metric([], n)
-        return [lag, recent]
+        return [runs, late, lag, recent]
 
     # --- Redis: consumer group backlog age ------------------------------------------------
     def _redis(self) -> list[Metric]:

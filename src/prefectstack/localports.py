@@ -34,12 +34,21 @@ def port_free(port: int) -> bool:
     return True
 
 
+def ephemeral_floor() -> int:
+    """Lowest port the kernel hands out to outgoing connections: a listener port
+    above it can be taken by a client socket between a check and the bind."""
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_values(replicas: int) -> dict[str, str]:
     """PORT_KEYS and PREFECT_API_FIRST_PORT set to one block of free ports."""
     rng = random.Random()
     needed = len(PORT_KEYS) + replicas
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - needed, 10)
+        base = rng.randrange(10000, ephemeral_floor() - needed, 10)
         block = list(range(base, base + needed))
         if all(port_free(p) for p in block):
             values = dict(zip(PORT_KEYS, map(str, block), strict=False))

@@ -7,6 +7,7 @@ deploy/postgres/initdb/ runs in POSTGRES_DB, once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -91,9 +92,25 @@ def _chown_to_pg(path: Path) -> None:
         shutil.chown(path, user, user)
 
 
+def _fingerprint(s: StackSettings) -> str:
+    secret = f"{s.postgres_user}:{s.postgres_password.get_secret_value()}".encode()
+    return hashlib.sha256(secret).hexdigest()
+
+
+def check_owner(layout: Layout, s: StackSettings) -> None:
+    """Refuse a cluster that was created with other credentials (another .env)."""
+    marker = layout.postgres / "credentials.sha256"
+    if marker.exists() and marker.read_text().strip() != _fingerprint(s):
+        raise PostgresError(
+            f"{layout.pgdata} was created with another POSTGRES_USER/POSTGRES_PASSWORD; "
+            "use the .env that created it, or point STATE_DIR at a new directory"
+        )
+
+
 def initdb(bindir: Path, layout: Layout, s: StackSettings) -> bool:
     """Create the cluster if the state directory has none. Returns True if created."""
     if (layout.pgdata / "PG_VERSION").exists():
+        check_owner(layout, s)
         return False
     for path in (layout.postgres, layout.pg_socket_dir):
         path.mkdir(parents=True, exist_ok=True)
@@ -139,6 +156,7 @@ def initdb(bindir: Path, layout: Layout, s: StackSettings) -> bool:
     if result.returncode != 0:
         shutil.rmtree(layout.pgdata, ignore_errors=True)
         raise PostgresError(f"initdb failed:\n{result.stderr.strip()}")
+    (layout.postgres / "credentials.sha256").write_text(_fingerprint(s) + "\n")
     return True
 
 

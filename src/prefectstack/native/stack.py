@@ -92,9 +92,9 @@ class NativeStack:
         return [[svc for svc in self.services if svc.stage == st] for st in order]
 
     # --- files -------------------------------------------------------------------
-    def _write_files(self) -> list[str]:
-        """Render every config into the state directory; return the services
-        whose environment changed since their files were last written."""
+    def _write_files(self) -> tuple[list[str], list[str]]:
+        """Render every config into the state directory. Returns the services whose
+        environment changed, and those whose config file changed (they reload on HUP)."""
         lay = self.layout
         lay.root.mkdir(parents=True, exist_ok=True)
         lay.root.chmod(0o755)  # service accounts must reach their own subdirectories
@@ -120,6 +120,12 @@ class NativeStack:
                 changed.append(svc.name)
             _write_private(svc.env_file, text)
         _write_private(lay.redis_local_conf, self._redis_local_conf())
+        reloadable = {
+            "nginx": lay.nginx_conf,
+            "prometheus": lay.prometheus_conf,
+            "alertmanager": lay.alertmanager_conf,
+        }
+        before = {name: _read(path) for name, path in reloadable.items()}
         lay.nginx_conf.write_text(
             native_conf(
                 listen=f"{self.s.bind_address}:{self.s.prefect_port}",
@@ -140,7 +146,8 @@ class NativeStack:
         )
         _write_private(lay.alertmanager_conf, native_alertmanager(self.s))
         write_config(lay, self.s.project_name, self.services)
-        return changed
+        rewritten = [name for name, path in reloadable.items() if _read(path) != before[name]]
+        return changed, rewritten
 
     def _redis_local_conf(self) -> str:
         s = self.s
@@ -195,9 +202,13 @@ class NativeStack:
         notices: list[str] = []
         running = self.sup.all_info() if self.sup.running() else {}
         self.preflight(running)
-        changed = self._write_files()
+        changed, rewritten = self._write_files()
         if running:
             self.sup.reload_config()
+            for name in rewritten:
+                if name in running and running[name].state == "RUNNING":
+                    self.sup.signal(name, "HUP")  # nginx and Prometheus reload on HUP
+                    self.report(name, "reloaded its configuration")
             changed = [n for n in changed if n in running and running[n].state == "RUNNING"]
             if changed:
                 notices.append(
@@ -205,16 +216,23 @@ class NativeStack:
                     f"{', '.join(changed)}; apply it with `prefectstack restart SERVICE`"
                 )
         else:
-            if postgres.initdb(self.tools.pg_bindir, self.layout, self.s):
+            try:
+                created = postgres.initdb(self.tools.pg_bindir, self.layout, self.s)
+            except postgres.PostgresError as exc:
+                raise StackError([str(exc)]) from None
+            if created:
                 self.report("postgres", "created a new cluster")
             self.layout.restarts.unlink(missing_ok=True)  # counts are per supervisor run
             self.sup.start_daemon(topology.base_env(self.layout))
         for stage in self.stages():
             self._start_stage(stage)
-            if any(svc.name == "postgres" for svc in stage) and postgres.bootstrap(
-                self.tools.pg_bindir, self.layout, self.s
-            ):
-                self.report("postgres", f"created database {self.s.postgres_db} with pg_trgm")
+            if any(svc.name == "postgres" for svc in stage):
+                try:
+                    created = postgres.bootstrap(self.tools.pg_bindir, self.layout, self.s)
+                except postgres.PostgresError as exc:
+                    raise StackError([f"postgres: {exc}"]) from None
+                if created:
+                    self.report("postgres", f"created database {self.s.postgres_db} with pg_trgm")
         return notices
 
     def _start_stage(self, stage: list[topology.Service]) -> None:
@@ -392,6 +410,13 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     path.chmod(0o600)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _port_free(host: str, port: int, proto: str = "tcp") -> bool:

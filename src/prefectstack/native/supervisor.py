@@ -161,6 +161,12 @@ class Supervisor:
             if "NOT_RUNNING" not in exc.faultString:
                 raise SupervisorError(f"{name}: {exc.faultString}") from None
 
+    def signal(self, name: str, sig: str) -> None:
+        try:
+            self._rpc().supervisor.signalProcess(name, sig)
+        except xmlrpc.client.Fault as exc:
+            raise SupervisorError(f"{name}: {exc.faultString}") from None
+
     def kill(self, name: str) -> int:
         """SIGKILL the whole process group of `name`, as a crash would; the
         supervisor sees an unexpected exit and restarts it."""
