@@ -3,14 +3,14 @@ without starting it. One finding per problem, naming the key and the fix."""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
-from .settings import SettingsError, StackSettings, load_settings
+from .localports import bindable
+from .settings import PORT_KEYS, SettingsError, StackSettings, load_settings
 
 # Passwords the seed shipped or that a scanner tries first.
 WEAK_PASSWORDS = {
@@ -112,26 +112,12 @@ def check_raw(raw: dict[str, str | None]) -> list[Finding]:
 
 
 def _ports(s: StackSettings) -> list[tuple[str, int]]:
-    ports = [
-        (key.upper(), getattr(s, key))
-        for key in StackSettings.model_fields
-        if key.endswith("_port") and key != "prefect_api_first_port"
-    ]
+    ports = [(key, getattr(s, key.lower())) for key in PORT_KEYS]
     ports += [
         (f"PREFECT_API_FIRST_PORT+{i}" if i else "PREFECT_API_FIRST_PORT", port)
         for i, port in enumerate(s.api_ports)
     ]
     return ports
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
@@ -147,7 +133,7 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
         seen.setdefault(port, key)
     if not stack_running:
         for key, port in _ports(s):
-            if _port_in_use("127.0.0.1", port):
+            if not bindable("127.0.0.1", port):
                 add(
                     "error",
                     key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -18,7 +19,7 @@ from .settings import StackSettings
 ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 32  # about 190 bits from [A-Za-z0-9]
 AUTH_USER = "admin"
-ROOT_STATE_DIR = "/var/lib/prefectstack"
+ROOT_STATE_DIR = Path("/var/lib/prefectstack")
 
 
 class InitError(Exception):
@@ -64,6 +65,13 @@ def postgres_can_reach(directory: Path) -> bool:
     return probe.returncode == 0
 
 
+def root_state_dir(target: Path) -> Path:
+    """A state directory outside an unreachable checkout, one per checkout."""
+    checkout = target.resolve().parent
+    digest = hashlib.sha256(str(checkout).encode()).hexdigest()[:8]
+    return ROOT_STATE_DIR / f"{checkout.name}-{digest}"
+
+
 def create_env(example: Path, target: Path, *, force: bool = False) -> InitResult:
     if not example.is_file():
         raise InitError(f"{example} not found: run init from the prefectstack checkout")
@@ -89,9 +97,10 @@ def create_env(example: Path, target: Path, *, force: bool = False) -> InitResul
             and match.group(1) == "STATE_DIR"
             and not postgres_can_reach(target.resolve().parent)
         ):
-            line = f"STATE_DIR={ROOT_STATE_DIR}"
+            state = root_state_dir(target)
+            line = f"STATE_DIR={state}"
             notes.append(
-                f"STATE_DIR set to {ROOT_STATE_DIR}: PostgreSQL runs as 'postgres' and "
+                f"STATE_DIR set to {state}: PostgreSQL runs as 'postgres' and "
                 f"cannot reach {target.resolve().parent}"
             )
         lines.append(line)

@@ -1,37 +1,29 @@
-"""Free loopback ports for throwaway stacks (the test suite, benchmarks)."""
+"""Which ports are free: for preflight checks, and for throwaway stacks (the test
+suite, benchmarks)."""
 
 from __future__ import annotations
 
 import random
 import socket
 
-# Keys of every port a stack listens on, besides the replicas' block.
-PORT_KEYS = (
-    "PREFECT_PORT",
-    "POSTGRES_PORT",
-    "PREFECT_REDIS_MESSAGING_PORT",
-    "PGADMIN_PORT",
-    "ARDM_PORT",
-    "GRAFANA_PORT",
-    "PROMETHEUS_PORT",
-    "ALERTMANAGER_PORT",
-    "NGINX_STATUS_PORT",
-    "POSTGRES_EXPORTER_PORT",
-    "REDIS_EXPORTER_PORT",
-    "NGINX_EXPORTER_PORT",
-    "NGINX_LOG_EXPORTER_PORT",
-    "PREFECT_EXPORTER_PORT",
-)
+from .settings import PORT_KEYS
+
+
+def bindable(host: str, port: int, proto: str = "tcp") -> bool:
+    """Whether a listener could bind host:port right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def port_free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
+    return bindable("127.0.0.1", port, "tcp") and bindable("127.0.0.1", port, "udp")
 
 
 def ephemeral_floor() -> int:

@@ -331,6 +331,14 @@ class StackSettings(BaseSettings):
         return self
 
 
+# Every single-port key (the replicas take a block from PREFECT_API_FIRST_PORT).
+PORT_KEYS = tuple(
+    name.upper()
+    for name in StackSettings.model_fields
+    if name.endswith("_port") and name != "prefect_api_first_port"
+)
+
+
 def _loopback_for(bind_address: str) -> str:
     return "127.0.0.1" if bind_address in WILDCARD_ADDRESSES else bind_address
 

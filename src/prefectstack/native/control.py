@@ -16,7 +16,7 @@ class NativeControl(StackControl):
         ]
 
     def stop_writers(self) -> None:
-        self.stack._stop_many(self.writers())
+        self.stack.stop_many(self.writers())
 
     def start_writers(self) -> None:
         self.stack.up()  # runs the one-shot migration before the replicas

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..health import Probe
+from ..localports import bindable
 from ..monitoring_config import native_alertmanager, native_prometheus
 from ..nginx_config import native_conf
 from ..settings import StackSettings
@@ -186,7 +187,7 @@ class NativeStack:
                 else (topology.LOOPBACK)
             )
             for proto in ("tcp", "udp") if udp else ("tcp",):
-                if not _port_free(host, port, proto):
+                if not bindable(host, port, proto):
                     problems.append(
                         f"{label}: {proto.upper()} port {port} on {host} is already in use by "
                         f"another process; stop it (see `ss -lnp 'sport = :{port}'`) or set "
@@ -310,14 +311,12 @@ class NativeStack:
             names = [svc.name for svc in stage if svc.name in infos]
             for name in names:
                 self.report(name, "stopping")
-            self._stop_many(names)
+            self.stop_many(names)
         self.sup.shutdown()
 
-    def _stop_many(self, names: list[str]) -> None:
+    def stop_many(self, names: list[str]) -> None:
         # supervisord stops one at a time per call; stopping a stage's members from
         # threads keeps a stage's shutdown as long as its slowest member.
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             list(pool.map(self.sup.stop, names))
 
@@ -417,18 +416,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
-
-
-def _port_free(host: str, port: int, proto: str = "tcp") -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(family, kind) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _tail(path: Path, lines: int) -> list[str]:
