@@ -3,6 +3,7 @@ temporary state directory, driven through the `prefectstack` CLI."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -22,6 +23,11 @@ FLOWS = Path(__file__).parent / "flows"
 PREFECTSTACK = [sys.executable, "-m", "prefectstack"]
 
 REPLICAS = 3
+# The CLI runs from a directory only root can enter, like a checkout under /root:
+# nothing may depend on other accounts (postgres) reaching the caller's cwd.
+PRIVATE_CWD = Path(tempfile.mkdtemp(prefix="prefectstack-cwd-"))
+PRIVATE_CWD.chmod(0o700)
+atexit.register(shutil.rmtree, PRIVATE_CWD, True)
 
 
 def secret(tag: str) -> str:
@@ -118,7 +124,7 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=timeout,
-            cwd=REPO,
+            cwd=PRIVATE_CWD,
             check=False,
         )
         if check and result.returncode != 0:
@@ -168,7 +174,7 @@ def _stop(stack: Stack) -> None:
         [*PREFECTSTACK, "down", "--env-file", str(stack.env_file)],
         capture_output=True,
         timeout=300,
-        cwd=REPO,
+        cwd=PRIVATE_CWD,
         check=False,
     )
 

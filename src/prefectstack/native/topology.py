@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import health
@@ -55,7 +55,6 @@ class Service:
     stop_signal: str = "TERM"
     stop_wait: int = 30
     start_timeout: float = 60.0
-    directory: Path = field(default_factory=Path.cwd)
 
     @property
     def command_line(self) -> str:

@@ -1,0 +1,119 @@
+"""Native stack lifecycle: up, down, status, logs, restart, stop, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .app import app
+from .common import DEFAULT_ENV, EnvFile, console, err, fail, guarded, native
+
+
+@app.command()
+def up(env_file: EnvFile = DEFAULT_ENV) -> None:
+    """Start the whole stack in the background; return when every service is healthy."""
+    stack = native(env_file)
+    started = time.monotonic()
+    err.print(f"Starting the native stack in {stack.layout.root}")
+    notices = guarded(stack.up)
+    for notice in notices:
+        console.print(f"[yellow]notice:[/yellow] {notice}")
+    s = stack.s
+    console.print(
+        f"[green]Stack is up[/green] in {time.monotonic() - started:.0f}s. "
+        f"Prefect UI: {s.lb_url}  (log in with PREFECT_SERVER_API_AUTH_STRING from {env_file})"
+    )
+
+
+@app.command()
+def down(env_file: EnvFile = DEFAULT_ENV) -> None:
+    """Stop every service in reverse order (SIGTERM, then SIGKILL after a grace period)."""
+    stack = native(env_file)
+    guarded(stack.down)
+    console.print("Stack is down; data stays in " + str(stack.layout.root))
+
+
+@app.command()
+def status(
+    env_file: EnvFile = DEFAULT_ENV,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each service's process, port, health and restart count. Exit 1 if any is unhealthy."""
+    stack = native(env_file)
+    rows = guarded(stack.status)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        table = Table("service", "pid", "port", "health", "restarts", "uptime", "detail")
+        for r in rows:
+            colour = "green" if r.healthy else "red"
+            table.add_row(
+                r.name,
+                str(r.pid or "-"),
+                str(r.port or "-"),
+                f"[{colour}]{r.health}[/{colour}]",
+                str(r.restarts),
+                _duration(r.uptime_s),
+                r.detail,
+            )
+        console.print(table)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="One service, e.g. api-2.")] = None,
+    env_file: EnvFile = DEFAULT_ENV,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+) -> None:
+    """Show (or follow) the logs of one or all services."""
+    stack = native(env_file)
+    files = guarded(lambda: stack.log_files(service))
+    if not files:
+        raise fail(["no logs yet: start the stack with `prefectstack up`"])
+    args = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(f) for f in files]
+    sys.stdout.flush()
+    os.execvp("tail", args)
+
+
+@app.command()
+def restart(service: str, env_file: EnvFile = DEFAULT_ENV) -> None:
+    """Restart one service and wait until it is healthy again."""
+    stack = native(env_file)
+    guarded(lambda: stack.restart(service))
+
+
+@app.command()
+def stop(service: str, env_file: EnvFile = DEFAULT_ENV) -> None:
+    """Stop one service and keep it down (until `restart` or `up`)."""
+    stack = native(env_file)
+    guarded(lambda: stack.stop(service))
+    console.print(f"{service} stopped")
+
+
+@app.command()
+def kill(service: str, env_file: EnvFile = DEFAULT_ENV) -> None:
+    """SIGKILL one service's processes, as a crash would (failover drill).
+    The supervisor restarts it."""
+    stack = native(env_file)
+    pid = guarded(lambda: stack.kill(service))
+    console.print(f"sent SIGKILL to {service} (pid {pid}); the supervisor restarts it")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
