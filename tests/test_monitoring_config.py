@@ -12,8 +12,9 @@ import yaml
 
 from prefectstack import dashboards
 from prefectstack import monitoring_config as mon
+from prefectstack.settings import load_settings
 
-from conftest import REPO
+from conftest import REPO, make_env_file
 
 PROM = REPO / "deploy" / "prometheus"
 RULES = PROM / "rules" / "prefectstack.yml"
@@ -85,6 +86,26 @@ def test_compose_prometheus_config_passes_promtool(tmp_path):
     result = run("promtool", "check", "config", str(conf))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
+
+
+def test_native_prometheus_and_alertmanager_configs_pass_the_tools(tmp_path):
+    settings = load_settings(make_env_file(tmp_path, ALERT_WEBHOOK_URL="http://hook.test/x"))
+    password = tmp_path / "password"
+    password.write_text("x")
+    prometheus = tmp_path / "prometheus.yml"
+    prometheus.write_text(
+        mon.native_prometheus(settings, rules_dir=PROM / "rules", password_file=password)
+    )
+    result = run("promtool", "check", "config", str(prometheus))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(prometheus.read_text())
+    api = next(job for job in config["scrape_configs"] if job["job_name"] == "prefect-api")
+    assert [t["labels"]["replica"] for t in api["static_configs"]] == ["api-1", "api-2", "api-3"]
+    alertmanager = tmp_path / "alertmanager.yml"
+    alertmanager.write_text(mon.native_alertmanager(settings))
+    result = run("amtool", "check-config", str(alertmanager))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "http://hook.test/x" in alertmanager.read_text()
 
 
 def test_compose_scrapes_every_replica_through_docker_dns():

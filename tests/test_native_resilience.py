@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from prefectstack import health
+
 from conftest import FLOWS
 from test_native_e2e import poll
 
@@ -30,6 +32,15 @@ def process_groups(pids: list[int]) -> set[int]:
         except ProcessLookupError:
             continue
     return members
+
+
+def redis_client(stack, *, db: int):
+    return health.redis_client(
+        host="127.0.0.1",
+        port=int(stack.env["PREFECT_REDIS_MESSAGING_PORT"]),
+        password=stack.env["REDIS_PASSWORD"],
+        db=db,
+    )
 
 
 def flow_run_count(stack, flow_name: str) -> int:
@@ -150,6 +161,9 @@ def test_scaling_replicas_up_and_back_down(stack):
 
 def test_down_stops_every_process_and_up_keeps_the_data(stack, client_home):
     earlier = stack.run_flow("etl.py", "1", home=client_home)
+    marker = os.urandom(8).hex()
+    spare_db = redis_client(stack, db=9)
+    spare_db.set("prefectstack-test-marker", marker)
     pids = stack.pids()
     assert len(pids) >= 7  # postgres, redis, 3 replicas, services, nginx
     members = process_groups(pids)
@@ -165,3 +179,5 @@ def test_down_stops_every_process_and_up_keeps_the_data(stack, client_home):
         assert run.status_code == 200
         assert run.json()["state_type"] == "COMPLETED"
         assert flow_run_count(stack, "e2e-loop") >= 30
+    # Redis's append-only file brought its data back too.
+    assert redis_client(stack, db=9).get("prefectstack-test-marker") == marker

@@ -172,7 +172,7 @@ def backup_scheduler(env_file: EnvFile = DEFAULT_ENV) -> None:
     from datetime import UTC, datetime
 
     from ..backups.operations import BackupError, backup_now
-    from .backups.schedule import next_run
+    from ..backups.schedule import next_run
 
     s, pg, retention, _ = _backup_context(env_file, "native")
     while True:
