@@ -188,8 +188,9 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
         add(
             "warning",
             "BIND_ADDRESS",
-            f"{s.bind_address} publishes the UIs beyond this host; "
-            "put TLS in front (README: TLS at nginx) and restrict access with a firewall",
+            f"{s.bind_address} publishes the UIs beyond this host, and Prometheus and "
+            "Alertmanager have no login: put TLS in front (README: TLS at nginx) and let a "
+            "firewall admit only the ports users need",
         )
     if s.backup_keep_weeks == 0 and s.backup_keep_months == 0:
         add(

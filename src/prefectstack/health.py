@@ -183,13 +183,3 @@ def stream_backlog(client: redis.Redis, streams: dict[str, tuple[str, ...]]) -> 
                 )
             )
     return out
-
-
-def wait_for(probe, *, timeout: float, interval: float = 0.5) -> Probe:
-    """Poll `probe()` until it passes or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    result = probe()
-    while not result and time.monotonic() < deadline:
-        time.sleep(interval)
-        result = probe()
-    return result

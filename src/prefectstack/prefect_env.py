@@ -1,4 +1,4 @@
-"""Environment of the Prefect server processes and of Prefect clients.
+"""Environment of the Prefect server processes.
 
 The fixed multi-replica settings live in deploy/prefect/prefect.env, shared
 with docker-compose.yml; this module adds the connection settings, whose
@@ -77,8 +77,3 @@ def server_env(s: StackSettings, ep: Endpoints, *, application_name: str) -> dic
         **connection_env(s, ep),
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_APPLICATION_NAME": application_name,
     }
-
-
-def client_env(s: StackSettings) -> dict[str, str]:
-    """What a flow, worker or script needs to talk to the stack."""
-    return {"PREFECT_API_URL": f"{s.lb_url}/api", "PREFECT_API_AUTH_STRING": s.auth_string}

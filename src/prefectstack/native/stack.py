@@ -64,7 +64,7 @@ class NativeStack:
         self.sup = Supervisor(self.layout)
         self.report = report
         self._tools: Tools | None = None
-        self._services: list[topology.Service] | None = None
+        self._topology: tuple[list[topology.Service], list[topology.Skipped]] | None = None
 
     # --- topology --------------------------------------------------------------
     @property
@@ -73,13 +73,15 @@ class NativeStack:
             self._tools = locate()
         return self._tools
 
+    def topology(self) -> tuple[list[topology.Service], list[topology.Skipped]]:
+        """(services to run, optional ones skipped and why), built once."""
+        if self._topology is None:
+            self._topology = topology.build(self.s, self.layout, self.tools)
+        return self._topology
+
     @property
     def services(self) -> list[topology.Service]:
-        if self._services is None:
-            self._services, skipped = topology.build(self.s, self.layout, self.tools)
-            for item in skipped:
-                self.report(item.name, f"skipped: {item.reason}")
-        return self._services
+        return self.topology()[0]
 
     def service(self, name: str) -> topology.Service:
         for svc in self.services:
@@ -201,6 +203,8 @@ class NativeStack:
         """Start everything not yet running, stage by stage behind health gates.
         Returns notices for the user."""
         notices: list[str] = []
+        for item in self.topology()[1]:
+            self.report(item.name, f"skipped: {item.reason}")
         running = self.sup.all_info() if self.sup.running() else {}
         self.preflight(running)
         changed, rewritten = self._write_files()
