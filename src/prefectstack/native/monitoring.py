@@ -3,48 +3,61 @@
 The same components and config files as the compose deployment: the
 prometheus-community / upstream exporters from Debian's packages, mtail for
 nginx's request log, prefectstack's own exporter, Prometheus with the shared
-rules, Alertmanager. Grafana has no Debian package, so native mode runs it only
-when a `grafana-server` binary is installed (e.g. from Grafana's apt repository).
+rules, Alertmanager. Grafana has no Debian package and is not part of native
+mode: the compose deployment runs it.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 from .. import health
 from ..settings import StackSettings
 from .layout import Layout
+from .service import ADDONS_STAGE, Service, Skipped
 from .tools import Tools
 
 LOOPBACK = "127.0.0.1"
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    description: str
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    port_key: str
-    probe_url: str
-    udp: bool = False
+def _service(
+    name: str,
+    description: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    port_key: str,
+    probe_url: str,
+    udp: bool = False,
+) -> Service:
+    return Service(
+        name=name,
+        description=description,
+        argv=argv,
+        env=env,
+        port=port,
+        port_key=port_key,
+        udp=udp,
+        probe=lambda: health.http_ok(probe_url),
+        stage=ADDONS_STAGE,
+    )
 
 
-def specs(
+def services(
     s: StackSettings, layout: Layout, tools: Tools, env0: dict[str, str], prefect_env: dict
-) -> tuple[list[Spec], list[tuple[str, str]]]:
-    """Monitoring services to run, and (name, reason) of those skipped."""
+) -> tuple[list[Service], list[Skipped]]:
+    """Monitoring services to run, and those skipped with the reason."""
     deploy = tools.deploy / "prometheus"
-    out: list[Spec] = []
-    skipped: list[tuple[str, str]] = []
+    out: list[Service] = []
+    skipped: list[Skipped] = []
 
-    def add(binary: str | None, package: str, spec_fn) -> None:
+    def add(binary: str | None, package: str, make) -> None:
         if binary is None:
-            skipped.append((package, f"{package} is not installed (apt-get install {package})"))
+            skipped.append(
+                Skipped(package, f"{package} is not installed (apt-get install {package})")
+            )
         else:
-            out.append(spec_fn(binary))
+            out.append(make(binary))
 
     def url(port: int, path: str = "/metrics") -> str:
         return f"http://{LOOPBACK}:{port}{path}"
@@ -52,7 +65,7 @@ def specs(
     add(
         tools.which("prometheus-postgres-exporter"),
         "prometheus-postgres-exporter",
-        lambda b: Spec(
+        lambda b: _service(
             "postgres-exporter",
             "PostgreSQL exporter",
             [
@@ -76,7 +89,7 @@ def specs(
     add(
         tools.which("prometheus-redis-exporter"),
         "prometheus-redis-exporter",
-        lambda b: Spec(
+        lambda b: _service(
             "redis-exporter",
             "Redis exporter",
             [b],
@@ -97,7 +110,7 @@ def specs(
     add(
         tools.which("prometheus-nginx-exporter"),
         "prometheus-nginx-exporter",
-        lambda b: Spec(
+        lambda b: _service(
             "nginx-exporter",
             "nginx stub_status exporter",
             [
@@ -114,7 +127,7 @@ def specs(
     add(
         tools.which("mtail"),
         "mtail",
-        lambda b: Spec(
+        lambda b: _service(
             "nginx-log-exporter",
             "nginx request metrics (mtail)",
             [
@@ -138,7 +151,7 @@ def specs(
         ),
     )
     out.append(
-        Spec(
+        _service(
             "prefect-exporter",
             "Prefect exporter (prefectstack)",
             [sys.executable, "-m", "prefectstack", "exporter"],
@@ -159,7 +172,7 @@ def specs(
     add(
         tools.which("prometheus"),
         "prometheus",
-        lambda b: Spec(
+        lambda b: _service(
             "prometheus",
             "Prometheus",
             [
@@ -179,7 +192,7 @@ def specs(
     add(
         tools.which("prometheus-alertmanager"),
         "prometheus-alertmanager",
-        lambda b: Spec(
+        lambda b: _service(
             "alertmanager",
             "Alertmanager",
             [
@@ -195,17 +208,12 @@ def specs(
             url(s.alertmanager_port, "/-/ready"),
         ),
     )
-    grafana = tools.which("grafana-server") or tools.which("grafana")
-    if grafana is None:
-        skipped.append(
-            (
-                "grafana",
-                "Grafana has no Debian package; install it from Grafana's apt "
-                "repository to run it natively, or use the compose deployment",
-            )
+    skipped.append(
+        Skipped(
+            "grafana",
+            "Grafana is not part of native mode (no Debian package); the compose "
+            "deployment runs it, or load deploy/grafana/ into any Grafana pointed at "
+            "PROMETHEUS_PORT",
         )
+    )
     return out, skipped
-
-
-def probe_for(spec: Spec):
-    return lambda: health.http_ok(spec.probe_url)

@@ -183,11 +183,7 @@ class NativeStack:
             info = running.get(name)
             if info is not None and info.state in ("RUNNING", "STARTING", "BACKOFF"):
                 continue
-            host = (
-                self.s.bind_address
-                if name == "nginx" and port == self.s.prefect_port
-                else (topology.LOOPBACK)
-            )
+            host = self.s.bind_address if key in topology.PUBLIC_PORT_KEYS else topology.LOOPBACK
             for proto in ("tcp", "udp") if udp else ("tcp",):
                 if not bindable(host, port, proto):
                     problems.append(

@@ -1,9 +1,9 @@
 """The native stack's services: what runs, in which order, and how each is checked.
 
 The same topology as docker-compose.yml, with loopback addresses instead of
-compose service names. `STAGES` is the start order: every service of a stage
-must be healthy (or, for one-shot jobs, have exited 0) before the next starts,
-like compose's `depends_on: condition: service_healthy /
+compose service names. Each service has a start stage: every service of a
+stage must be healthy (or, for one-shot jobs, have exited 0) before the next
+stage starts, like compose's `depends_on: condition: service_healthy /
 service_completed_successfully`.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import health
@@ -20,7 +18,7 @@ from ..prefect_env import Endpoints, connection_env, server_env
 from ..settings import StackSettings
 from . import monitoring, postgres, webuis
 from .layout import Layout
-from .supervisor import command_line
+from .service import ADDONS_STAGE, Service, Skipped
 from .tools import Tools
 
 LOOPBACK = "127.0.0.1"
@@ -33,41 +31,6 @@ PUBLIC_PORT_KEYS = {
     "PROMETHEUS_PORT",
     "ALERTMANAGER_PORT",
 }
-
-
-@dataclass
-class Service:
-    name: str
-    argv: list[str]
-    stage: int
-    description: str
-    port: int | None = None
-    port_key: str | None = None
-    udp: bool = False  # also listens on UDP at `port`
-    env: dict[str, str] | None = None
-    env_file: Path | None = None
-    probe: Callable[[], health.Probe] | None = None
-    prepare: Callable[[], None] | None = None  # runs before each start
-    oneshot: bool = False
-    user: str | None = None
-    startsecs: int = 2
-    startretries: int = 5
-    stop_signal: str = "TERM"
-    stop_wait: int = 30
-    start_timeout: float = 60.0
-
-    @property
-    def command_line(self) -> str:
-        argv = self.argv
-        if self.env_file is not None:
-            argv = [sys.executable, "-m", "prefectstack.native.launch", str(self.env_file), *argv]
-        return command_line(argv)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    name: str
-    reason: str
 
 
 def endpoints(s: StackSettings) -> Endpoints:
@@ -226,42 +189,11 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
             probe=lambda: health.http_ok(f"{s.lb_url}/api/health"),
         )
     )
-    ui = webuis.pgadmin(s, layout, tools, env0, LOOPBACK)
-    if isinstance(ui, str):
-        skipped.append(Skipped("pgadmin", ui))
-    else:
-        argv, env, probe, prepare = ui
-        services.append(
-            Service(
-                name="pgadmin",
-                description="pgAdmin",
-                argv=argv,
-                env=env,
-                probe=probe,
-                prepare=prepare,
-                stage=6,
-                port=s.pgadmin_port,
-                port_key="PGADMIN_PORT",
-                start_timeout=120.0,
-            )
-        )
-    ui = webuis.redis_ui(s, tools, env0, LOOPBACK)
-    if isinstance(ui, str):
-        skipped.append(Skipped("redis-ui", ui))
-    else:
-        argv, env, probe = ui
-        services.append(
-            Service(
-                name="redis-ui",
-                description="Redis web UI (redis-commander)",
-                argv=argv,
-                env=env,
-                probe=probe,
-                stage=6,
-                port=s.ardm_port,
-                port_key="ARDM_PORT",
-            )
-        )
+    for addon in (
+        webuis.pgadmin(s, layout, tools, env0, LOOPBACK),
+        webuis.redis_ui(s, tools, env0, LOOPBACK),
+    ):
+        (skipped if isinstance(addon, Skipped) else services).append(addon)
     services.append(
         Service(
             name="backups",
@@ -275,25 +207,12 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                 str(s.env_path),
             ],
             env=env0,
-            stage=6,
+            stage=ADDONS_STAGE,
         )
     )
-    mon, mon_skipped = monitoring.specs(s, layout, tools, env0, connection_env(s, ep))
-    skipped += [Skipped(name, reason) for name, reason in mon_skipped]
-    for spec in mon:
-        services.append(
-            Service(
-                name=spec.name,
-                description=spec.description,
-                argv=spec.argv,
-                env=spec.env,
-                probe=monitoring.probe_for(spec),
-                stage=6,
-                port=spec.port,
-                port_key=spec.port_key,
-                udp=spec.udp,
-            )
-        )
+    mon, mon_skipped = monitoring.services(s, layout, tools, env0, connection_env(s, ep))
+    services += mon
+    skipped += mon_skipped
     for svc in services:
         if svc.env is not None:
             svc.env_file = layout.env_of(svc.name)

@@ -14,6 +14,7 @@ from .. import health
 from ..render import render
 from ..settings import StackSettings
 from .layout import Layout
+from .service import ADDONS_STAGE, Service, Skipped
 from .tools import Tools
 
 INSTALL = "run scripts/install_native.sh to install it"
@@ -26,11 +27,12 @@ def pgadmin_site(tools: Tools) -> Path | None:
     return found[-1] if found else None
 
 
-def pgadmin(s: StackSettings, layout: Layout, tools: Tools, env0: dict[str, str], loopback: str):
-    """(argv, env, probe, prepare) for pgAdmin, or a reason to skip it."""
+def pgadmin(
+    s: StackSettings, layout: Layout, tools: Tools, env0: dict[str, str], loopback: str
+) -> Service | Skipped:
     site = pgadmin_site(tools)
     if site is None:
-        return f"pgAdmin is not installed; {INSTALL}"
+        return Skipped("pgadmin", f"pgAdmin is not installed; {INSTALL}")
     venv_bin = tools.pgadmin_python.parent
     root = layout.root / "pgadmin"
     config_dir, data_dir = root / "config", root / "data"
@@ -82,18 +84,27 @@ def pgadmin(s: StackSettings, layout: Layout, tools: Tools, env0: dict[str, str]
         _run([cli, "load-servers", str(servers), "--user", s.pgadmin_default_email], env)
         marker.write_text("pgAdmin database created and the stack's server loaded\n")
 
-    def probe() -> health.Probe:
-        return health.http_ok(f"http://{loopback}:{s.pgadmin_port}/misc/ping")
+    return Service(
+        name="pgadmin",
+        description="pgAdmin",
+        argv=argv,
+        env=env,
+        probe=lambda: health.http_ok(f"http://{loopback}:{s.pgadmin_port}/misc/ping"),
+        prepare=prepare,
+        stage=ADDONS_STAGE,
+        port=s.pgadmin_port,
+        port_key="PGADMIN_PORT",
+        start_timeout=120.0,
+    )
 
-    return argv, env, probe, prepare
 
-
-def redis_ui(s: StackSettings, tools: Tools, env0: dict[str, str], loopback: str):
-    """(argv, env, probe) for redis-commander, or a reason to skip it."""
+def redis_ui(
+    s: StackSettings, tools: Tools, env0: dict[str, str], loopback: str
+) -> Service | Skipped:
     if tools.redis_commander is None:
-        return f"redis-commander is not installed; {INSTALL}"
+        return Skipped("redis-ui", f"redis-commander is not installed; {INSTALL}")
     if tools.node is None:
-        return "node is not installed (apt-get install nodejs)"
+        return Skipped("redis-ui", "node is not installed (apt-get install nodejs)")
     password = s.redis_ui_password.get_secret_value()
     connection = {
         "label": s.project_name,
@@ -115,10 +126,18 @@ def redis_ui(s: StackSettings, tools: Tools, env0: dict[str, str], loopback: str
     }
     argv = [tools.node, str(tools.redis_commander)]
 
-    def probe() -> health.Probe:
-        return health.redis_ui_ok(f"http://{loopback}:{s.ardm_port}", s.redis_ui_user, password)
-
-    return argv, env, probe
+    return Service(
+        name="redis-ui",
+        description="Redis web UI (redis-commander)",
+        argv=argv,
+        env=env,
+        probe=lambda: health.redis_ui_ok(
+            f"http://{loopback}:{s.ardm_port}", s.redis_ui_user, password
+        ),
+        stage=ADDONS_STAGE,
+        port=s.ardm_port,
+        port_key="ARDM_PORT",
+    )
 
 
 def _run(argv: list[str], env: dict[str, str]) -> None:
