@@ -85,6 +85,7 @@ class StackSettings(BaseSettings):
     project_name: str
     bind_address: str
     state_dir: Path
+    compose_file: str
 
     # --- PostgreSQL ----------------------------------------------------------
     postgres_user: str
@@ -259,6 +260,17 @@ class StackSettings(BaseSettings):
             raise ValueError("must be a Prometheus duration such as 15d or 12h")
         return v
 
+    @field_validator("compose_file")
+    @classmethod
+    def _compose_files(cls, v: str) -> str:
+        files = v.split(":")
+        if files[0] != "docker-compose.yml":
+            raise ValueError("must start with docker-compose.yml (the stack's compose file)")
+        bad = [f for f in files if not re.match(r"^[\w./-]+\.ya?ml$", f)]
+        if bad:
+            raise ValueError(f"{', '.join(repr(f) for f in bad)}: not a compose file name")
+        return v
+
     @field_validator("prefect_ui_api_url", "alert_webhook_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
@@ -290,6 +302,11 @@ class StackSettings(BaseSettings):
         return self
 
     # --- derived values ----------------------------------------------------------
+    @property
+    def compose_files(self) -> list[str]:
+        """COMPOSE_FILE's entries, relative to the checkout (as docker compose reads them)."""
+        return self.compose_file.split(":")
+
     @property
     def env_path(self) -> Path:
         """The .env these settings were read from."""

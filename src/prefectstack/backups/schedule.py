@@ -5,7 +5,10 @@ and the compose pgbackups image (go-cron) read the same way: @hourly, @daily
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 EVERY_RE = re.compile(r"^@every ((?:\d+h)?(?:\d+m)?(?:\d+s)?)$")
@@ -43,3 +46,19 @@ def next_run(spec: str, after: datetime) -> datetime:
     if spec == "@monthly":
         return (first + timedelta(days=32)).replace(day=1)
     return first.replace(year=first.year + 1, month=1)
+
+
+def run_forever(spec: str, take: Callable[[], list[Path]]) -> None:
+    """Call `take` at every time `spec` names, printing what it wrote or why it failed."""
+    from .operations import BackupError
+
+    while True:
+        due = next_run(spec, datetime.now(UTC))
+        print(f"next backup at {due.isoformat(timespec='seconds')}", flush=True)
+        while (wait := (due - datetime.now(UTC)).total_seconds()) > 0:
+            time.sleep(min(wait, 30))
+        try:
+            for path in take():
+                print(f"scheduled backup written: {path}", flush=True)
+        except BackupError as exc:
+            print(f"scheduled backup FAILED: {exc}", flush=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -39,10 +38,10 @@ def _backup_context(env_file: Path, mode: str):
 
     check_mode(mode)
     if mode == "compose":
-        from .. import compose_mode
+        from ..compose import operations as compose_ops
 
         s = settings_from(env_file)
-        client = compose_guard(lambda: compose_mode.pg(s))
+        client = compose_guard(lambda: compose_ops.pg(s))
         stack = None
     else:
         stack = native(env_file)
@@ -61,7 +60,7 @@ def _backup_context(env_file: Path, mode: str):
 def _backup_guard(action):
     from ..backups.operations import BackupError
     from ..backups.pg import PgError
-    from ..compose_mode import ComposeError
+    from ..compose.operations import ComposeError
 
     try:
         return guarded(action)
@@ -78,9 +77,9 @@ def backup(ctx: typer.Context, env_file: EnvFile = DEFAULT_ENV, mode: Mode = "na
 
     s, pg, retention, _ = _backup_context(env_file, mode)
     if mode == "compose":
-        from .. import compose_mode
+        from ..compose import operations as compose_ops
 
-        path = _backup_guard(lambda: compose_mode.backup_now(s))
+        path = _backup_guard(lambda: compose_ops.backup_now(s))
     else:
         path = _backup_guard(lambda: backup_now(pg, s.backup_dir, s.postgres_db, retention))
     console.print(f"backup written: {path} ({path.stat().st_size} bytes)")
@@ -136,7 +135,7 @@ def restore(
     if not file.is_file():
         raise fail([f"{file}: no such file; `prefectstack backup list` shows the backups"])
     if stack is None:
-        from ..compose_mode import ComposeControl
+        from ..compose.operations import ComposeControl
 
         control = compose_guard(lambda: ComposeControl(s))
     else:
@@ -169,19 +168,8 @@ def restore(
 @app.command("backup-scheduler", hidden=True)
 def backup_scheduler(env_file: EnvFile = DEFAULT_ENV) -> None:
     """Take backups on BACKUP_SCHEDULE forever (run by native mode's supervisor)."""
-    from datetime import UTC, datetime
-
-    from ..backups.operations import BackupError, backup_now
-    from ..backups.schedule import next_run
+    from ..backups.operations import backup_now
+    from ..backups.schedule import run_forever
 
     s, pg, retention, _ = _backup_context(env_file, "native")
-    while True:
-        due = next_run(s.backup_schedule, datetime.now(UTC))
-        print(f"next backup at {due.isoformat(timespec='seconds')}", flush=True)
-        while (wait := (due - datetime.now(UTC)).total_seconds()) > 0:
-            time.sleep(min(wait, 30))
-        try:
-            path = backup_now(pg, s.backup_dir, s.postgres_db, retention)
-            print(f"scheduled backup written: {path}", flush=True)
-        except BackupError as exc:
-            print(f"scheduled backup FAILED: {exc}", flush=True)
+    run_forever(s.backup_schedule, lambda: [backup_now(pg, s.backup_dir, s.postgres_db, retention)])

@@ -84,7 +84,7 @@ def guarded(action):
 
 
 def compose_guard(action):
-    from ..compose_mode import ComposeError
+    from ..compose.operations import ComposeError
 
     try:
         return action()

@@ -40,9 +40,9 @@ def doctor(
     if from_env:
         rows = run(Targets.from_container_env(dict(os.environ)))
     elif mode == "compose":
-        from .. import compose_mode
+        from ..compose import operations as compose_ops
 
-        rows = compose_guard(lambda: compose_mode.doctor(settings_from(env_file)))
+        rows = compose_guard(lambda: compose_ops.doctor(settings_from(env_file)))
     else:
         stack = native(env_file)
         rows = run(Targets.native(stack.s, stack.service("services").probe))

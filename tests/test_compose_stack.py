@@ -1,0 +1,253 @@
+"""The compose deployment running for real: docker-compose.yml with the
+registry-free local images, on a Docker engine, checked from the host through
+the published ports as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from compose_harness import compose_stack  # noqa: F401 (the session fixture)
+from test_native_resilience import flow_run_count
+
+import test_native_e2e as native_e2e  # its scenarios, run here against compose
+from conftest import FLOWS
+from test_native_e2e import poll
+
+BASE_IMAGE = "prefectstack-local/debian:bookworm"
+
+
+@pytest.fixture()
+def stack(compose_stack):  # noqa: F811 (the native tests' helpers take `stack`)
+    return compose_stack
+
+
+def test_up_wait_leaves_every_service_healthy(stack):
+    rows = {row["Service"]: row for row in stack.containers()}
+    assert "grafana" not in rows  # no local build: left out by the override's profile
+    for service, row in rows.items():
+        if service == "prefect-migrate":
+            assert row["State"] == "exited" and row["ExitCode"] == 0, row
+        else:
+            assert row["State"] == "running" and row["Health"] == "healthy", row
+    assert len(stack.containers("prefect-api")) == 3
+
+
+def test_every_container_runs_a_local_image(stack):
+    images = {row["Service"]: row["Image"] for row in stack.containers()}
+    assert all(image.startswith("prefectstack-local/") for image in images.values()), images
+
+
+def test_health_ready_ui_and_auth_through_nginx(stack):
+    assert httpx.get(f"{stack.api}/health").json() is True
+    assert httpx.get(f"{stack.api}/ready").json() == {"message": "OK"}
+    settings = httpx.get(f"{stack.lb}/ui-settings").json()
+    assert settings["api_url"] == stack.api
+    assert settings["auth"] == "BASIC"
+    assert httpx.post(f"{stack.api}/flows/filter", json={}).status_code == 401
+    with stack.client() as client:
+        assert client.get("/admin/version").json() == "3.9.1"
+
+
+def test_flow_with_tasks_logs_and_events_from_the_host(stack, client_home):
+    native_e2e.test_flow_with_tasks_logs_and_events_is_fully_recorded(stack, client_home)
+
+
+def test_events_out_streams_through_nginx(stack, client_home):
+    native_e2e.test_events_out_subscriber_receives_events_of_a_run_made_elsewhere(
+        stack, client_home
+    )
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _run_on(stack, network: str, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", stack.network(network), BASE_IMAGE,
+         "bash", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_databases_are_private_to_the_backend_network(stack):
+    pg_port, redis_port = int(stack.env["POSTGRES_PORT"]), 6379
+    for row in stack.containers("postgres") + stack.containers("redis"):
+        assert not row["Publishers"] or all(p["PublishedPort"] == 0 for p in row["Publishers"])
+    # Nothing listens for them on the host's addresses. (The Docker host's root
+    # can always reach container addresses on a bridge; other hosts cannot.)
+    assert not _reachable("127.0.0.1", pg_port)
+    assert not _reachable(stack.env["BIND_ADDRESS"], redis_port)
+    probe = f"timeout 5 bash -c '</dev/tcp/postgres/{pg_port}' || timeout 5 bash -c '</dev/tcp/redis/{redis_port}'"  # noqa: E501
+    assert _run_on(stack, "frontend", probe).returncode != 0
+    # ... while the backend network reaches them, and nothing outside.
+    assert (
+        _run_on(stack, "backend", f"timeout 5 bash -c '</dev/tcp/postgres/{pg_port}'").returncode
+        == 0
+    )
+    mirror = _run_on(stack, "backend", "timeout 8 bash -c '</dev/tcp/deb.debian.org/80'")
+    assert mirror.returncode != 0
+
+
+def _upstreams_since(stack, since: str) -> Counter:
+    logs = stack.compose("logs", "--no-log-prefix", "--since", since, "nginx").stdout
+    return Counter(re.findall(r'ua="([^",]+)', logs))
+
+
+def _spread(stack, replicas: int, *, timeout: float = 60) -> Counter:
+    since = datetime.now(UTC).isoformat()
+    deadline = time.monotonic() + timeout
+    with stack.client() as client:
+        while True:
+            for _ in range(20):
+                assert client.post("/flows/filter", json={"limit": 1}).status_code == 200
+            seen = _upstreams_since(stack, since)
+            if len(seen) >= replicas or time.monotonic() > deadline:
+                return seen
+
+
+def _prometheus_replica_targets(stack) -> int:
+    url = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1/targets?state=active"
+    targets = httpx.get(url, timeout=10).json()["data"]["activeTargets"]
+    return sum(t["labels"]["job"] == "prefect-api" and t["health"] == "up" for t in targets)
+
+
+def test_every_prometheus_target_up_and_rules_loaded(stack):
+    base = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1"
+
+    def down():
+        targets = httpx.get(f"{base}/targets?state=active", timeout=10).json()["data"]
+        return [t["scrapeUrl"] for t in targets["activeTargets"] if t["health"] != "up"]
+
+    assert poll(down, lambda d: not d, timeout=90, interval=3) == []
+    groups = httpx.get(f"{base}/rules", timeout=10).json()["data"]["groups"]
+    assert sum(len(g["rules"]) for g in groups) > 5
+
+
+def test_scale_api_to_five_and_back_without_a_reload(stack):
+    stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "prefect-api=5")
+    try:
+        seen = _spread(stack, 5)
+        assert len(seen) == 5, seen
+        assert poll(lambda: _prometheus_replica_targets(stack), lambda n: n == 5, timeout=90) == 5
+    finally:
+        stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "prefect-api=3")
+    # nginx follows DNS back to three replicas; no request fails meanwhile.
+    seen = _spread(stack, 3)
+    assert len(stack.containers("prefect-api")) == 3
+    assert len(_spread(stack, 3)) == 3, seen
+
+
+def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
+    before = flow_run_count(stack, "e2e-loop")
+    clients = []
+    for i in range(3):
+        home = tmp_path / f"home-{i}"
+        home.mkdir()
+        clients.append(
+            subprocess.Popen(
+                [sys.executable, str(FLOWS / "loop.py"), "10"],
+                env=stack.client_env(home),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    victim = stack.containers("prefect-api")[1]["ID"]
+    try:
+        started = poll(
+            lambda: flow_run_count(stack, "e2e-loop") - before, lambda n: n >= 3, timeout=60
+        )
+        assert started >= 3
+        # SIGKILL of the container's process, as a crash or the OOM killer
+        # would: Docker's restart policy brings it back.
+        pid = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", victim],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        os.kill(int(pid), signal.SIGKILL)
+        outputs = [proc.communicate(timeout=300) for proc in clients]
+    finally:
+        for proc in clients:
+            proc.kill()
+    runs = []
+    for proc, (stdout, stderr) in zip(clients, outputs, strict=True):
+        assert proc.returncode == 0, stderr
+        runs += json.loads(stdout.strip().splitlines()[-1])["runs"]
+    errors = [r for r in runs if r["state"] != "COMPLETED"]
+    assert len(runs) == 30 and not errors, errors[:1]
+    with stack.client() as client:
+        ids = [r["id"] for r in runs]
+        stored = client.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}).json()
+        assert len(stored) == 30 and {r["state_type"] for r in stored} == {"COMPLETED"}
+    assert flow_run_count(stack, "e2e-loop") - before == 30
+
+    def state():
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.RestartCount}} {{.State.Health.Status}}", victim],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        return int(out[0]), out[1]
+
+    assert poll(state, lambda s: s[0] >= 1 and s[1] == "healthy", timeout=120, interval=2)[1] == (
+        "healthy"
+    )
+
+
+def test_backup_verify_and_restore_through_compose(stack, client_home):
+    scheduled = poll(
+        lambda: list((stack.dir / "backups" / "last").glob("*.sql.gz")), bool, timeout=150
+    )
+    assert scheduled, "the pgbackups service wrote no scheduled dump"
+    out = stack.cli("backup")
+    path = re.findall(r"(/\S+\.sql\.gz)", out.stdout)[-1]  # the host path, printed last
+    name = os.path.basename(path)
+    assert re.fullmatch(rf"{stack.env['POSTGRES_DB']}-\d{{8}}-\d{{6}}\.sql\.gz", name)
+    root = stack.dir / "backups"
+    for folder in ("daily", "weekly", "monthly"):
+        # Hard links of the same dump, each folder with its <db>-latest link.
+        latest = root / folder / f"{stack.env['POSTGRES_DB']}-latest.sql.gz"
+        assert latest.resolve().samefile(path), folder
+    verified = stack.cli("backup", "verify", path)
+    assert "rows" in verified.stdout
+
+    with stack.client() as client:
+        kept = client.post("/flow_runs/count", json={}).json()
+    extra = stack.run_flow("etl.py", "1", home=client_home)["flow_run_id"]
+    restored = stack.cli("restore", path, "--yes", timeout=900)
+    assert "restored" in restored.stdout
+    with stack.client() as client:
+        assert client.post("/flow_runs/count", json={}).json() == kept
+        assert client.get(f"/flow_runs/{extra}").status_code == 404
+
+
+def test_doctor_passes_on_the_healthy_stack(stack):
+    result = stack.cli("doctor", "--json", check=False)
+    rows = json.loads(result.stdout)
+    assert result.returncode == 0, [r for r in rows if not r["ok"]]
+
+
+def test_down_keeps_the_data_and_down_v_removes_it(stack, client_home):
+    run_id = stack.run_flow("etl.py", "1", home=client_home)["flow_run_id"]
+    stack.compose("down", "--timeout", "20")
+    stack.compose("up", "-d", "--wait", "--wait-timeout", "600")
+    with stack.client() as client:
+        assert client.get(f"/flow_runs/{run_id}").json()["state_type"] == "COMPLETED"
+    assert f"{stack.project}_postgres-data" in stack.volumes()
+    stack.compose("down", "-v", "--timeout", "20")
+    assert stack.volumes() == []
