@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -18,10 +17,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from compose_harness import compose_stack  # noqa: F401 (the session fixture)
-from test_native_resilience import flow_run_count
+from test_native_resilience import loop_runs_survive
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
-from conftest import FLOWS
 from test_native_e2e import poll
 
 BASE_IMAGE = "prefectstack-local/debian:bookworm"
@@ -154,26 +152,9 @@ def test_scale_api_to_five_and_back_without_a_reload(stack):
 
 
 def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
-    before = flow_run_count(stack, "e2e-loop")
-    clients = []
-    for i in range(3):
-        home = tmp_path / f"home-{i}"
-        home.mkdir()
-        clients.append(
-            subprocess.Popen(
-                [sys.executable, str(FLOWS / "loop.py"), "10"],
-                env=stack.client_env(home),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
     victim = stack.containers("prefect-api")[1]["ID"]
-    try:
-        started = poll(
-            lambda: flow_run_count(stack, "e2e-loop") - before, lambda n: n >= 3, timeout=60
-        )
-        assert started >= 3
+
+    def crash():
         # SIGKILL of the container's process, as a crash or the OOM killer
         # would: Docker's restart policy brings it back.
         pid = subprocess.run(
@@ -181,21 +162,8 @@ def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         os.kill(int(pid), signal.SIGKILL)
-        outputs = [proc.communicate(timeout=300) for proc in clients]
-    finally:
-        for proc in clients:
-            proc.kill()
-    runs = []
-    for proc, (stdout, stderr) in zip(clients, outputs, strict=True):
-        assert proc.returncode == 0, stderr
-        runs += json.loads(stdout.strip().splitlines()[-1])["runs"]
-    errors = [r for r in runs if r["state"] != "COMPLETED"]
-    assert len(runs) == 30 and not errors, errors[:1]
-    with stack.client() as client:
-        ids = [r["id"] for r in runs]
-        stored = client.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}).json()
-        assert len(stored) == 30 and {r["state_type"] for r in stored} == {"COMPLETED"}
-    assert flow_run_count(stack, "e2e-loop") - before == 30
+
+    loop_runs_survive(stack, tmp_path, crash)
 
     def state():
         out = subprocess.run(
