@@ -33,7 +33,11 @@ if ! docker info >/dev/null 2>&1; then
     log=$(mktemp /tmp/prefectstack-dockerd.XXXXXX.log)
     echo "==> Starting a Docker engine (log: $log)"
     # No systemd here: dockerd runs in the background for this run only.
-    as_root dockerd >"$log" 2>&1 &
+    # Started directly (not through a shell function, which would put a subshell
+    # between this script and dockerd), so $! is the engine (or sudo, which
+    # forwards the signal to it).
+    # shellcheck disable=SC2024  # the log is this user's file on purpose
+    if [ "$(id -u)" -eq 0 ]; then dockerd >"$log" 2>&1 & else sudo dockerd >"$log" 2>&1 & fi
     dockerd_pid=$!
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
