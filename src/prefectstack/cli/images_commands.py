@@ -42,8 +42,9 @@ def images_build(
     from ..compose import base_image, images
 
     try:
-        plan = images.select(images.planned(), only or [])
-        prefect = next(i.tag for i in images.planned() if i.name == "prefect")
+        everything = images.planned()
+        plan = images.select(everything, only or [])
+        prefect = next(i.tag for i in everything if i.name == "prefect")
         if rebuild_base or not images.exists(images.BASE_IMAGE):
             mirror = mirror or base_image.host_mirror()
             with console.status(f"making {images.BASE_IMAGE} with debootstrap ({mirror})"):
