@@ -44,7 +44,7 @@ NATIVE_NAME = {
     "redis": "redis",
     "prefect-migrate": "migrate",
     "prefect-api": "api-1",
-    "prefect-background": "services",
+    "prefect-background": "services-1",
     "nginx": "nginx",
     "pgadmin": "pgadmin",
     "redis-ui": "redis-ui",
@@ -214,14 +214,22 @@ def test_published_ports_are_on_frontend_and_bound_to_bind_address(services, env
         assert [p["published"] for p in services[name]["ports"]] == [env[key]]
 
 
-def test_exactly_one_background_services_process(services):
+def test_background_services_run_in_several_processes_each_named(services, env_file):
     runners = [
         name
         for name, svc in services.items()
-        if svc.get("command") == ["prefect", "server", "services", "start"]
+        if "prefect server services start" in " ".join(svc.get("command") or [])
     ]
     assert runners == ["prefect-background"]
-    assert services["prefect-background"]["deploy"]["replicas"] == 1
+    background = services["prefect-background"]
+    expected = int(read_env(env_file)["PREFECT_SERVICES_REPLICAS"])
+    assert expected >= 2
+    assert background["deploy"]["replicas"] == expected
+    # Each container names its PostgreSQL connections after its hostname.
+    assert background["command"][:2] == ["sh", "-c"]
+    # ($$ is compose's escape for a literal $, kept by `config`.)
+    assert "APPLICATION_NAME=prefect-services-$$(hostname)" in background["command"][2]
+    assert background["command"][2].endswith("exec prefect server services start")
     replicas = services["prefect-api"]["deploy"]["replicas"]
     assert replicas == 3
     assert "ports" not in services["prefect-api"]
@@ -403,8 +411,9 @@ def test_same_services_except_documented_ones(model, native):
     for compose_name, native_name in NATIVE_NAME.items():
         assert compose_name in model["services"]
         assert native_name in native_services, f"native mode lacks {native_name}"
-    replicas = [name for name in native_services if name.startswith("api-")]
-    assert len(replicas) == model["services"]["prefect-api"]["deploy"]["replicas"]
+    for prefix, compose_name in (("api-", "prefect-api"), ("services-", "prefect-background")):
+        replicas = [name for name in native_services if name.startswith(prefix)]
+        assert len(replicas) == model["services"][compose_name]["deploy"]["replicas"]
 
 
 def test_same_prefect_settings_in_both_modes(services, native):

@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from dotenv import dotenv_values
 
-from prefectstack.checks import check_env_file, check_settings, has_errors
+from prefectstack.checks import check_env_file, check_service_layout, check_settings, has_errors
 from prefectstack.init_env import secret_keys
+from prefectstack.prefect_env import shared_env
 from prefectstack.settings import load_settings
 
 from conftest import PREFECTSTACK, REPO, make_env_file, read_env, write_env
@@ -192,3 +193,36 @@ def test_check_exits_non_zero_with_one_line_per_problem(good):
     lines = [line for line in result.stdout.splitlines() if line.startswith("error:")]
     assert len(lines) >= 2
     assert any(line.startswith("error: PREFECT_API_REPLICAS:") for line in lines)
+
+
+def test_several_background_services_need_all_shared_state_on_redis(good):
+    s = load_settings(good)
+    assert s.prefect_services_replicas >= 2
+    assert not check_service_layout(s, shared_env())
+    memory = {**shared_env(), "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "memory"}
+    del memory["PREFECT_SERVER_EVENTS_CAUSAL_ORDERING"]
+    findings = check_service_layout(s, memory)
+    assert [f.key for f in findings] == ["PREFECT_SERVICES_REPLICAS"] * 2
+    assert "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING=prefect_redis.ordering" in findings[0].message
+    assert "not (unset: the in-memory default)" in findings[0].message
+    assert "not memory" in findings[1].message
+    assert all(f.level == "error" for f in findings)
+    # One process shares nothing: the same file is fine then.
+    assert not check_service_layout(
+        load_settings(with_values(good, PREFECT_SERVICES_REPLICAS="1")), memory
+    )
+
+
+def test_prefect_env_may_not_override_what_the_stack_derives(good):
+    shared = {**shared_env(), "PREFECT_SERVER_DOCKET_URL": "memory://"}
+    findings = check_service_layout(load_settings(good), shared)
+    assert [(f.level, f.key) for f in findings] == [("error", "PREFECT_SERVER_DOCKET_URL")]
+    assert "derives it from .env" in findings[0].message
+
+
+def test_services_replicas_out_of_range_is_rejected(good):
+    findings = check_env_file(with_values(good, PREFECT_SERVICES_REPLICAS="0"))
+    assert any(
+        f.key == "PREFECT_SERVICES_REPLICAS" and "greater than or equal to 1" in f.message
+        for f in findings
+    )

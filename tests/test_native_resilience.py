@@ -1,6 +1,7 @@
-"""Failures the native stack must survive or report: a replica killed under load,
-a replica that cannot start, a full stop and start. Runs after the e2e module
-on the same session stack; the order of the tests below matters."""
+"""Failures the native stack must survive or report: every component killed under
+load (`prefectstack drill`), a replica that cannot start, a full stop and start.
+Runs after the e2e module on the same session stack; the order of the tests
+below matters."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from prefectstack import health
+from prefectstack.operations.drill import LOSSES as DRILL_LOSSES
+from prefectstack.operations.drill_targets import COMPONENTS
 
 from conftest import FLOWS
 from test_native_e2e import poll
@@ -91,6 +97,36 @@ def loop_runs_survive(stack, tmp_path, crash) -> None:
         assert {r["state_type"] for r in stored} == {"COMPLETED"}
         assert len(stored) == 30
     assert flow_run_count(stack, "e2e-loop") - before == 30
+
+
+def assert_drill_lost_nothing(stack, components: list[str]) -> list[dict]:
+    """`prefectstack drill --json` with a small workload; every count must be 0."""
+    result = stack.cli("drill", "--clients", "2", "--runs", "5", "--json", check=False,
+                       timeout=1800)  # fmt: skip
+    outcomes = json.loads(result.stdout)
+    assert [o["component"] for o in outcomes] == components
+    for o in outcomes:
+        losses = {k: o[k] for k in DRILL_LOSSES if o[k]}
+        assert not losses, (o["component"], losses, o["notes"])
+        assert o["runs"] == 10, o
+        assert o["killed"], o
+        assert o["recovery_s"] is not None and o["passed"], o
+    assert result.returncode == 0, result.stderr
+    return outcomes
+
+
+def test_drill_kills_every_component_and_nothing_is_lost(stack):
+    outcomes = assert_drill_lost_nothing(stack, list(COMPONENTS))
+    killed = {o["component"]: o["killed"] for o in outcomes}
+    assert killed["api"] == ["api-1"] and killed["services"] == ["services-1"]
+    assert {"prometheus", "alertmanager", "prefect-exporter"} <= set(killed["monitoring"])
+    assert stack.status()["services-1"]["restarts"] >= 1
+
+
+def test_drill_rejects_an_unknown_component(stack):
+    result = stack.cli("drill", "pgbouncer", check=False)
+    assert result.returncode != 0
+    assert "unknown component pgbouncer: use api, services, redis" in result.stderr
 
 
 def test_kill_9_of_a_replica_under_load_loses_nothing(stack, tmp_path):
@@ -188,3 +224,99 @@ def test_down_stops_every_process_and_up_keeps_the_data(stack, client_home):
         assert flow_run_count(stack, "e2e-loop") >= 30
     # Redis's append-only file brought its data back too.
     assert redis_client(stack, db=9).get("prefectstack-test-marker") == marker
+
+
+def _emit(client, event: str, resource: str) -> str:
+    event_id = str(uuid.uuid4())
+    body = [{"id": event_id, "occurred": datetime.now(UTC).isoformat(), "event": event,
+             "resource": {"prefect.resource.id": resource}}]  # fmt: skip
+    assert client.post("/events", json=body).status_code == 204
+    return event_id
+
+
+def _actions_for(client, *event_ids: str) -> int:
+    """Actions the automation took for these triggering events."""
+    body = {"filter": {
+        "event": {"name": ["prefect.automation.action.triggered"]},
+        "any_resource": {"id": [f"prefect.event.{e}" for e in event_ids]},
+        "occurred": {"since": (datetime.now(UTC) - timedelta(minutes=10)).isoformat()},
+    }}  # fmt: skip
+    return len(client.post("/events/filter", json=body).json()["events"])
+
+
+def _scheduled_runs(client, deployment_id: str) -> list[dict]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 200}
+    return client.post("/flow_runs/filter", json=body).json()
+
+
+def _interval_deployment(client, name: str) -> str:
+    flow_id = client.post("/flows/", json={"name": "ha-scheduling"}).json()["id"]
+    body = {"name": name, "flow_id": flow_id,
+            "schedules": [{"schedule": {"interval": 5}, "active": True}]}  # fmt: skip
+    created = client.post("/deployments/", json=body)
+    assert created.status_code in (200, 201), created.text
+    return created.json()["id"]
+
+
+def test_two_services_processes_schedule_once_and_one_down_changes_nothing(stack):
+    tag = uuid.uuid4().hex[:8]
+    with stack.client() as client:
+        # A reactive automation fires exactly once per triggering event, although
+        # two processes consume the events stream.
+        trigger = {"type": "event", "posture": "Reactive", "expect": ["prefectstack.test.ping"],
+                   "match": {"prefect.resource.id": f"prefectstack.test.{tag}.*"},
+                   "threshold": 1, "within": 0}  # fmt: skip
+        automation = client.post("/automations/", json={
+            "name": f"ha-{tag}", "trigger": trigger, "actions": [{"type": "do-nothing"}],
+        })  # fmt: skip
+        assert automation.status_code == 201, automation.text
+        # Until both processes have loaded it, an event may pass unseen: warm up.
+        warm_ids: list[str] = []
+
+        def warm_up() -> int:
+            warm_ids.append(_emit(client, "prefectstack.test.ping", f"prefectstack.test.{tag}.w"))
+            return _actions_for(client, *warm_ids)
+
+        warm = poll(warm_up, lambda n: n >= 1, timeout=60, interval=2)
+        assert warm >= 1
+        fired = [_emit(client, "prefectstack.test.ping", f"prefectstack.test.{tag}.{i}")
+                 for i in range(3)]  # fmt: skip
+        counts = poll(lambda: [_actions_for(client, e) for e in fired],
+                      lambda c: all(c), timeout=60)  # fmt: skip
+        assert counts == [1, 1, 1]
+
+        first = _interval_deployment(client, f"ha-{tag}-1")
+        runs = poll(lambda: _scheduled_runs(client, first), lambda r: len(r) >= 3, timeout=60)
+        assert len(runs) >= 3
+        stack.cli("stop", "services-1")
+        try:
+            assert stack.status()["services-2"]["healthy"]
+            # One process left: a new deployment is still scheduled ...
+            second = _interval_deployment(client, f"ha-{tag}-2")
+            later = poll(lambda: _scheduled_runs(client, second), lambda r: len(r) >= 3,
+                         timeout=60)  # fmt: skip
+            assert len(later) >= 3
+
+            # ... and runs nobody picks up are marked Late on time (15 s after
+            # their start time, checked every 5 s).
+            def overdue_not_late():
+                cutoff = datetime.now(UTC) - timedelta(seconds=40)
+                return [r for r in _scheduled_runs(client, first)
+                        if datetime.fromisoformat(r["expected_start_time"]) < cutoff
+                        and r["state_name"] != "Late"]  # fmt: skip
+
+            assert poll(lambda: datetime.now(UTC) - datetime.fromisoformat(
+                runs[0]["expected_start_time"]), lambda age: age > timedelta(seconds=45),
+                timeout=60)  # fmt: skip
+            assert overdue_not_late() == []
+            late = [r for r in _scheduled_runs(client, first) if r["state_name"] == "Late"]
+            assert late
+        finally:
+            stack.cli("restart", "services-1")
+        assert stack.status()["services-1"]["healthy"]
+        # Both processes ran the scheduler: still one run per scheduled time.
+        for deployment in (first, second):
+            times = Counter(r["expected_start_time"] for r in _scheduled_runs(client, deployment))
+            assert max(times.values()) == 1, times.most_common(3)
+        client.delete(f"/deployments/{first}")
+        client.delete(f"/deployments/{second}")

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from dotenv import dotenv_values
 
 from .localports import bindable
+from .prefect_env import shared_env
 from .settings import PORT_KEYS, SettingsError, StackSettings, load_settings
 
 # Passwords the seed shipped or that a scanner tries first.
@@ -58,13 +59,14 @@ def connection_budget(s: StackSettings) -> tuple[int, int, str]:
         + s.prefect_server_database_sqlalchemy_max_overflow
     )
     replicas = s.prefect_api_replicas * per_process
-    background = per_process + BACKGROUND_EXTRA
+    background = s.prefect_services_replicas * (per_process + BACKGROUND_EXTRA)
     needed = replicas + background + MIGRATE + EXPORTERS + PGADMIN + BACKUPS
     available = s.postgres_max_connections - RESERVE
     arithmetic = (
         f"{s.prefect_api_replicas} replicas x ({s.prefect_server_database_sqlalchemy_pool_size}"
         f" pool + {s.prefect_server_database_sqlalchemy_max_overflow} overflow) = {replicas}"
-        f" + background services {background} + migrate {MIGRATE} + exporters {EXPORTERS}"
+        f" + {s.prefect_services_replicas} background services x {per_process + BACKGROUND_EXTRA}"
+        f" = {background} + migrate {MIGRATE} + exporters {EXPORTERS}"
         f" + pgAdmin {PGADMIN} + backups {BACKUPS} = {needed}; available: max_connections"
         f" {s.postgres_max_connections} - reserve {RESERVE} = {available}"
     )
@@ -118,6 +120,59 @@ def _ports(s: StackSettings) -> list[tuple[str, int]]:
         for i, port in enumerate(s.api_ports)
     ]
     return ports
+
+
+# What several background-services processes need to share their work instead of
+# doing it twice (Prefect 3.9.1): each of these must be a Redis module, not the
+# per-process memory default. Docket's URL and the broker are set from .env.
+SHARED_SERVICE_STATE = {
+    "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": (
+        "prefect_redis.ordering",
+        "automations would see events out of order and fire twice or not at all",
+    ),
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+        "prefect_redis.lease_storage",
+        "each process's lease repossessor would see only its own leases",
+    ),
+    "PREFECT_SERVER_WORKER_CHANNEL_CLEANUP_QUEUE_STORAGE": (
+        "prefect_redis.cleanup_queue",
+        "cleanup deliveries would stay in the memory of one process",
+    ),
+}
+# Keys the stack derives from .env; a value in prefect.env would be overridden
+# in one mode and not the other.
+DERIVED_SERVER_KEYS = ("PREFECT_SERVER_DOCKET_URL", "PREFECT_MESSAGING_BROKER")
+
+
+def check_service_layout(s: StackSettings, shared: dict[str, str]) -> list[Finding]:
+    """Several background-services processes only with every piece of shared state on
+    Redis; otherwise scheduled runs and automation actions are made twice."""
+    found = []
+    for key in DERIVED_SERVER_KEYS:
+        if key in shared:
+            found.append(
+                Finding(
+                    "error",
+                    key,
+                    f"is set in deploy/prefect/prefect.env ({shared[key]}); the stack derives "
+                    "it from .env: remove that line",
+                )
+            )
+    if s.prefect_services_replicas == 1:
+        return found
+    for key, (module, breaks) in SHARED_SERVICE_STATE.items():
+        value = shared.get(key, "(unset: the in-memory default)")
+        if value != module:
+            found.append(
+                Finding(
+                    "error",
+                    "PREFECT_SERVICES_REPLICAS",
+                    f"{s.prefect_services_replicas} background-services processes need "
+                    f"{key}={module} in deploy/prefect/prefect.env, not {value}: {breaks}. "
+                    "Restore that line, or set PREFECT_SERVICES_REPLICAS=1",
+                )
+            )
+    return found
 
 
 def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
@@ -192,6 +247,7 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
             "Alertmanager have no login: put TLS in front (README: TLS at nginx) and let a "
             "firewall admit only the ports users need",
         )
+    found += check_service_layout(s, shared_env())
     if s.backup_keep_weeks == 0 and s.backup_keep_months == 0:
         add(
             "warning",

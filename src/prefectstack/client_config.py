@@ -8,10 +8,21 @@ import shlex
 
 from .settings import StackSettings
 
+# Prefect 3.9.1 answers 500, not 503, while PostgreSQL is unreachable: the
+# connection error reaches its 503 mapping (`is_client_retryable_exception`)
+# wrapped in an ExceptionGroup. The client retries 429/502/503 with backoff; with
+# 500 too, a PostgreSQL restart costs a client a few seconds instead of a failed
+# run. A request answered 500 committed nothing, so re-sending it is safe.
+RETRY_EXTRA_CODES = "500"
+
 
 def client_values(s: StackSettings, url: str | None = None) -> dict[str, str]:
     # PREFECT_UI_API_URL is, by definition, the load balancer as users reach it.
-    return {"PREFECT_API_URL": url or s.ui_api_url, "PREFECT_API_AUTH_STRING": s.auth_string}
+    return {
+        "PREFECT_API_URL": url or s.ui_api_url,
+        "PREFECT_API_AUTH_STRING": s.auth_string,
+        "PREFECT_CLIENT_RETRY_EXTRA_CODES": RETRY_EXTRA_CODES,
+    }
 
 
 def as_env(values: dict[str, str]) -> str:
@@ -23,6 +34,8 @@ def as_toml(values: dict[str, str]) -> str:
         "# prefect.toml of a client project\n[api]\n"
         f'url = "{values["PREFECT_API_URL"]}"\n'
         f'auth_string = "{values["PREFECT_API_AUTH_STRING"]}"\n'
+        "\n[client]\n"
+        f'retry_extra_codes = "{values["PREFECT_CLIENT_RETRY_EXTRA_CODES"]}"\n'
     )
 
 
@@ -31,6 +44,7 @@ def write_profile(name: str, values: dict[str, str], *, activate: bool) -> str:
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
+        PREFECT_CLIENT_RETRY_EXTRA_CODES,
         load_profiles,
         save_profiles,
     )
@@ -40,6 +54,7 @@ def write_profile(name: str, values: dict[str, str], *, activate: bool) -> str:
     settings = {
         PREFECT_API_URL: values["PREFECT_API_URL"],
         PREFECT_API_AUTH_STRING: values["PREFECT_API_AUTH_STRING"],
+        PREFECT_CLIENT_RETRY_EXTRA_CODES: values["PREFECT_CLIENT_RETRY_EXTRA_CODES"],
     }
     if name in profiles.names:
         profiles.update_profile(name, settings)

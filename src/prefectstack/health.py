@@ -106,40 +106,60 @@ def redis_ok(*, host: str, port: int, password: str) -> Probe:
     return Probe(True, f"Redis {version}")
 
 
+def _fresh_docket_workers(docket: redis.Redis, prefix: str, max_age_s: float) -> list[str]:
+    now = time.time()
+    return [
+        name
+        for name, score in docket.zrange(DOCKET_WORKERS_KEY, 0, -1, withscores=True)
+        if name.startswith(prefix) and now - score <= max_age_s
+    ]
+
+
 def background_services_ok(
-    messaging: redis.Redis, docket: redis.Redis, *, worker_prefix: str = "", max_age_s: float = 30.0
+    messaging: redis.Redis,
+    docket: redis.Redis,
+    *,
+    host: str,
+    pid: int | None = None,
+    max_age_s: float = 30.0,
 ) -> Probe:
-    """The background-services process is alive and consuming: its docket worker
-    (hard-coded docket name `prefect`) heartbeats, and every consumer group it
-    serves exists with a consumer. Consumer idle times are no liveness signal on
-    Redis 7.0, where a blocking read that times out does not reset them."""
+    """One background-services process is alive and consuming: its docket worker
+    (named "<host>#<pid>"; the docket name `prefect` is hard-coded) heartbeats,
+    and every consumer group it serves has a consumer of this process (named
+    "<group>-<host>-<pid>-<uuid>"). Without `pid`, any process on `host` (one
+    container). Consumer idle times are no liveness signal on Redis 7.0, where a
+    blocking read that times out does not reset them."""
+    worker = f"{host}#{pid}" if pid else f"{host}#"
+    consumer = f"-{host}-{pid}-" if pid else f"-{host}-"
     problems = []
     try:
-        now = time.time()
-        beats = [
-            (name, score)
-            for name, score in docket.zrange(DOCKET_WORKERS_KEY, 0, -1, withscores=True)
-            if name.startswith(worker_prefix)
-        ]
-        if not beats:
-            problems.append("no docket worker registered")
-        elif now - max(score for _, score in beats) > max_age_s:
-            age = now - max(score for _, score in beats)
-            problems.append(f"docket worker heartbeat {age:.0f}s old")
+        if not _fresh_docket_workers(docket, worker, max_age_s):
+            problems.append(f"no fresh docket heartbeat from {worker}")
         for stream, groups in SERVICE_CONSUMER_GROUPS.items():
-            known = (
-                {g["name"]: g["consumers"] for g in messaging.xinfo_groups(stream)}
-                if messaging.exists(stream)
-                else {}
-            )
             for group in groups:
-                if not known.get(group):
-                    problems.append(f"{stream}/{group}: no consumer")
+                names = (
+                    [c["name"] for c in messaging.xinfo_consumers(stream, group)]
+                    if _group_exists(messaging, stream, group)
+                    else []
+                )
+                if not any(consumer in name for name in names):
+                    problems.append(f"{stream}/{group}: no consumer of this process")
     except redis.RedisError as exc:
         return Probe(False, f"{type(exc).__name__}: {exc}")
     if problems:
         return Probe(False, "; ".join(problems))
     return Probe(True, "docket heartbeat fresh, all consumer groups served")
+
+
+def _group_exists(messaging: redis.Redis, stream: str, group: str) -> bool:
+    if not messaging.exists(stream):
+        return False
+    return any(g["name"] == group for g in messaging.xinfo_groups(stream))
+
+
+def live_background_services(docket: redis.Redis, *, max_age_s: float = 30.0) -> int:
+    """How many background-services processes heartbeat on docket (raises RedisError)."""
+    return len(_fresh_docket_workers(docket, "", max_age_s))
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class StackSettings(BaseSettings):
     prefect_port: Port
     prefect_api_replicas: Annotated[int, Field(ge=1, le=32)]
     prefect_api_first_port: Port
+    prefect_services_replicas: Annotated[int, Field(ge=1, le=8)]
     prefect_ui_api_url: str | None = None
     prefect_server_api_auth_string: SecretStr
     prefect_api_database_migrate_on_start: bool

@@ -1,4 +1,4 @@
-"""Operations: doctor, the Prefect exporter, benchmarks."""
+"""Operations: doctor, failover drills, the Prefect exporter, benchmarks."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .common import (
     compose_guard,
     console,
     err,
+    fail,
     guarded,
     native,
     settings_from,
@@ -34,7 +35,7 @@ def doctor(
     ] = False,
 ) -> None:
     """Live checks of the running stack (pass / warn / fail); exit 1 on any failure."""
-    from ..doctor import Targets, run
+    from ..operations.doctor import Targets, run
 
     check_mode(mode)
     if from_env:
@@ -44,8 +45,7 @@ def doctor(
 
         rows = compose_guard(lambda: compose_ops.doctor(settings_from(env_file)))
     else:
-        stack = native(env_file)
-        rows = run(Targets.native(stack.s, stack.service("services").probe))
+        rows = run(Targets.native(settings_from(env_file)))
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
@@ -60,6 +60,83 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command()
+def drill(
+    components: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Components to kill, in turn: api, services, redis, postgres, nginx, "
+            "monitoring (default: all)."
+        ),
+    ] = None,
+    env_file: EnvFile = DEFAULT_ENV,
+    mode: Mode = "native",
+    clients: Annotated[int, typer.Option(min=1, max=20, help="Concurrent clients.")] = 3,
+    runs: Annotated[int, typer.Option(min=1, max=500, help="Flow runs per client.")] = 10,
+    duration: Annotated[
+        float, typer.Option(min=10, max=3600, help="Seconds after which no client starts a run.")
+    ] = 120.0,
+    recovery_timeout: Annotated[
+        float, typer.Option(min=10, help="Seconds a killed component gets to be healthy again.")
+    ] = 180.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """SIGKILL each chosen component under a bounded workload of flow runs and count
+    what was lost, duplicated or stuck; exit 1 if anything was."""
+    from ..client_config import client_values
+    from ..operations import drill as drilling
+    from ..operations.drill_targets import COMPONENTS, ComposeTarget, DrillError, NativeTarget
+
+    check_mode(mode)
+    chosen = components or list(COMPONENTS)
+    unknown = [c for c in chosen if c not in COMPONENTS]
+    if unknown:
+        raise fail([f"unknown component {', '.join(unknown)}: use {', '.join(COMPONENTS)}"])
+    s = settings_from(env_file)
+    if mode == "compose":
+        from ..compose import operations as compose_ops
+
+        target = ComposeTarget(compose_guard(lambda: compose_ops.base(s)))
+    else:
+        target = NativeTarget(native(env_file))
+    api = drilling.Api(client_values(s, f"{s.lb_url}/api"))
+    workload = drilling.Workload(clients, runs, duration, recovery_timeout)
+    try:
+        outcomes = drilling.run(target, api, chosen, workload, lambda line: err.print(line))
+    except DrillError as exc:
+        raise fail([str(exc)]) from None
+    if as_json:
+        print(json.dumps([o.as_dict() for o in outcomes], indent=2))
+    else:
+        console.print(_drill_table(outcomes))
+        for o in outcomes:
+            for note in dict.fromkeys(o.notes):
+                console.print(f"[yellow]{o.component}:[/yellow] {note}", highlight=False)
+    if not all(o.passed for o in outcomes) or len(outcomes) < len(chosen):
+        raise typer.Exit(1)
+
+
+def _drill_table(outcomes) -> Table:
+    """One column per component, one row per count: it fits a terminal."""
+    from ..operations.drill import LOSSES
+
+    table = Table("", *(o.component for o in outcomes))
+    table.add_row("flow runs", *(str(o.runs) for o in outcomes))
+    for key in LOSSES:
+        values = [getattr(o, key) for o in outcomes]
+        table.add_row(key.replace("_", " "), *(f"[red]{v}[/red]" if v else "0" for v in values))
+    table.add_row(
+        "healthy again after",
+        *(f"{o.recovery_s:.1f} s" if o.recovery_s is not None else "[red]never[/red]"
+          for o in outcomes),
+    )  # fmt: skip
+    table.add_row("worst run", *(f"{o.worst_run_s:.1f} s" for o in outcomes))
+    table.add_row(
+        "result", *("[green]pass[/green]" if o.passed else "[red]FAIL[/red]" for o in outcomes)
+    )
+    return table
+
+
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -71,7 +148,7 @@ def bench_exporter(
 ) -> None:
     """Time one scrape of the Prefect exporter with RUNS flow runs in the database
     (on a throwaway native stack; the target is under 250 ms)."""
-    from ..bench import exporter as run_bench
+    from ..operations.bench import exporter as run_bench
 
     figures = guarded(lambda: run_bench(runs, scrapes, lambda line: err.print(line)))
     console.print(

@@ -36,8 +36,8 @@ def check(role: str) -> health.Probe:
         return health.background_services_ok(
             _redis(int(os.environ.get("PREFECT_REDIS_MESSAGING_DB", "0"))),
             _redis(docket_db),
-            # This container's own services process, not another one's.
-            worker_prefix=f"{socket.gethostname()}#",
+            # This container's own services process, not another replica's.
+            host=socket.gethostname(),
         )
     if role == "exporter":
         port = os.environ.get("PREFECTSTACK_EXPORTER_PORT", "9560")

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..backups.layout import listing
 from ..backups.operations import BackupError, StackControl
 from ..backups.pg import ComposePg
-from ..doctor import Check
+from ..operations.doctor import Check
 from ..paths import REPO_ROOT
 from ..settings import StackSettings
 

@@ -11,8 +11,8 @@ class NativeControl(StackControl):
         self.stack = stack
 
     def writers(self) -> list[str]:
-        return [svc.name for svc in self.stack.services if svc.name.startswith("api-")] + [
-            "services"
+        return [
+            svc.name for svc in self.stack.services if svc.name.startswith(("api-", "services-"))
         ]
 
     def stop_writers(self) -> None:

@@ -17,6 +17,7 @@ from .. import health
 from ..prefect_env import Endpoints, connection_env, server_env
 from ..settings import StackSettings
 from . import monitoring, postgres, webuis
+from .launch import read_pid
 from .layout import Layout
 from .service import ADDONS_STAGE, Service, Skipped
 from .tools import Tools
@@ -153,22 +154,25 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                 probe=lambda port=port: health.http_ok(f"http://{LOOPBACK}:{port}/api/ready"),
             )
         )
-    services.append(
-        Service(
-            name="services",
-            description="Prefect background services (exactly one)",
-            argv=[prefect, "server", "services", "start"],
-            env=prefect_env("prefect-services", PREFECT_SERVER_UI_ENABLED="false"),
-            stage=4,
-            startsecs=10,
-            start_timeout=120.0,
-            probe=lambda: health.background_services_ok(
-                redis_db(s.prefect_redis_messaging_db),
-                redis_db(s.prefect_docket_redis_db),
-                worker_prefix=f"{socket.gethostname()}#",
-            ),
+    for i in range(1, s.prefect_services_replicas + 1):
+        name = f"services-{i}"
+        services.append(
+            Service(
+                name=name,
+                description=f"Prefect background services, process {i}",
+                argv=[prefect, "server", "services", "start"],
+                env=prefect_env(f"prefect-services-{i}", PREFECT_SERVER_UI_ENABLED="false"),
+                stage=4,
+                startsecs=10,
+                start_timeout=120.0,
+                probe=lambda name=name: health.background_services_ok(
+                    redis_db(s.prefect_redis_messaging_db),
+                    redis_db(s.prefect_docket_redis_db),
+                    host=socket.gethostname(),
+                    pid=read_pid(str(layout.env_of(name))) or -1,
+                ),
+            )
         )
-    )
     services.append(
         Service(
             name="nginx",

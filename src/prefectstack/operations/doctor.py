@@ -13,10 +13,10 @@ import httpx
 import psycopg
 import redis
 
-from . import health
-from .backups.layout import listing
-from .exporter import STREAM_GROUPS
-from .settings import StackSettings
+from .. import health
+from ..backups.layout import listing
+from ..exporter import STREAM_GROUPS
+from ..settings import StackSettings
 
 LOOPBACK = "127.0.0.1"
 LAG_WARN_S, LAG_FAIL_S = 60, 300
@@ -66,10 +66,11 @@ class Targets:
     prometheus_url: str
     backup_dir: Path | None
     db: str
-    services_probe: Callable[[], health.Probe]
+    docket_db: int
+    services_expected: int
 
     @classmethod
-    def native(cls, s: StackSettings, services_probe: Callable[[], health.Probe]) -> Targets:
+    def native(cls, s: StackSettings) -> Targets:
         return cls(
             lb_url=s.lb_url,
             replicas=[
@@ -92,7 +93,8 @@ class Targets:
             prometheus_url=f"http://{LOOPBACK}:{s.prometheus_port}",
             backup_dir=s.backup_dir,
             db=s.postgres_db,
-            services_probe=services_probe,
+            docket_db=s.prefect_docket_redis_db,
+            services_expected=s.prefect_services_replicas,
         )
 
     @classmethod
@@ -124,10 +126,8 @@ class Targets:
             prometheus_url="http://prometheus:9090",
             backup_dir=Path(env.get("PREFECTSTACK_BACKUP_DIR", "/backups")),
             db=env["PREFECT_API_DATABASE_NAME"],
-            services_probe=lambda: health.background_services_ok(
-                health.redis_client(**redis_settings, db=messaging_db),
-                health.redis_client(**redis_settings, db=docket_db),
-            ),
+            docket_db=docket_db,
+            services_expected=int(env.get("PREFECTSTACK_SERVICES_REPLICAS", "1")),
         )
 
 
@@ -225,13 +225,27 @@ def _backups(t: Targets) -> Check:
     return Check("newest backup", status, f"{age / 3600:.1f} h old")
 
 
+def _services(t: Targets) -> Check:
+    """Degraded (warn) while some processes are down: the others keep scheduling."""
+    redis_settings = {k: v for k, v in t.redis.items() if k != "db"}
+    try:
+        alive = health.live_background_services(
+            health.redis_client(**redis_settings, db=t.docket_db)
+        )
+    except redis.RedisError as exc:
+        return Check("background services", "fail", f"{type(exc).__name__}: {exc}")
+    status = "pass" if alive >= t.services_expected else "warn" if alive else "fail"
+    detail = f"{alive} of {t.services_expected} processes heartbeat on docket"
+    return Check("background services", status, detail)
+
+
 def run(t: Targets) -> list[Check]:
     rows = [_probe("load balancer", lambda: health.http_ok(f"{t.lb_url}/api/health"))]
     for name, url in t.replicas:
         rows.append(_probe(f"{name} ready", lambda url=url: health.http_ok(url)))
     rows += _postgres(t)
     rows += _redis(t)
-    rows.append(_probe("background services", t.services_probe))
+    rows.append(_services(t))
     rows.append(_prometheus(t))
     rows.append(_backups(t))
     return rows

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from .init_env import create_env
-from .localports import free_port_values
-from .paths import REPO_ROOT
-from .settings import load_settings
+from ..init_env import create_env
+from ..localports import free_port_values
+from ..paths import REPO_ROOT
+from ..settings import load_settings
 
 FILL_SQL = """
 WITH flow AS (
@@ -68,7 +68,7 @@ def _throwaway_env(directory: Path) -> Path:
 
 
 def exporter(runs: int, scrapes: int, say: Callable[[str], None]) -> dict[str, float]:
-    from .native.stack import NativeStack
+    from ..native.stack import NativeStack
 
     directory = Path(tempfile.mkdtemp(prefix="prefectstack-bench-", dir="/tmp"))
     directory.chmod(0o755)  # PostgreSQL's account must reach its data directory
