@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from compose_harness import compose_stack  # noqa: F401 (the session fixture)
-from test_native_resilience import loop_runs_survive
+from test_native_resilience import assert_drill_lost_nothing, loop_runs_survive
+
+from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
 from test_native_e2e import poll
@@ -39,6 +41,9 @@ def test_up_wait_leaves_every_service_healthy(stack):
         else:
             assert row["State"] == "running" and row["Health"] == "healthy", row
     assert len(stack.containers("prefect-api")) == 3
+    assert len(stack.containers("prefect-background")) == int(
+        stack.env["PREFECT_SERVICES_REPLICAS"]
+    )
 
 
 def test_every_container_runs_a_local_image(stack):
@@ -148,6 +153,9 @@ def test_scale_api_to_five_and_back_without_a_reload(stack):
     # nginx follows DNS back to three replicas; no request fails meanwhile.
     seen = _spread(stack, 3)
     assert len(stack.containers("prefect-api")) == 3
+    assert len(stack.containers("prefect-background")) == int(
+        stack.env["PREFECT_SERVICES_REPLICAS"]
+    )
     assert len(_spread(stack, 3)) == 3, seen
 
 
@@ -175,6 +183,16 @@ def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
     assert poll(state, lambda s: s[0] >= 1 and s[1] == "healthy", timeout=120, interval=2)[1] == (
         "healthy"
     )
+
+
+def test_drill_through_docker_kills_every_component_and_nothing_is_lost(stack):
+    outcomes = assert_drill_lost_nothing(stack, list(COMPONENTS))
+    killed = {o["component"]: o["killed"] for o in outcomes}
+    assert len(killed["api"]) == 1 and "prefect-api" in killed["api"][0]
+    assert len(killed["services"]) == 1 and "prefect-background" in killed["services"][0]
+    assert any("prometheus" in name for name in killed["monitoring"])
+    # Docker's restart policy brought each one back (a crash, not a manual stop).
+    assert all(row["State"] == "running" for row in stack.containers("prefect-background"))
 
 
 def test_backup_verify_and_restore_through_compose(stack, client_home):

@@ -83,6 +83,10 @@ def test_exporter_reports_the_workload(stack, workload):
     assert pools
     lag = query(stack, 'prefectstack_event_persist_lag_seconds{quantile="0.95"}')
     assert lag and 0 <= float(lag[0]["value"][1]) < 30
+    live = query(stack, "prefectstack_background_services_live")
+    expected = query(stack, "prefectstack_background_services_expected")
+    assert float(expected[0]["value"][1]) == int(stack.env["PREFECT_SERVICES_REPLICAS"]) == 2
+    assert float(live[0]["value"][1]) == 2
 
 
 def alert_state(stack, name: str) -> set[str]:

@@ -17,8 +17,10 @@ failing the scrape.
 
 Configuration comes from the environment a Prefect client and server use:
 PREFECT_API_URL, PREFECT_API_AUTH_STRING, PREFECT_API_DATABASE_{HOST,PORT,USER,
-PASSWORD,NAME}, PREFECT_REDIS_MESSAGING_{HOST,PORT,PASSWORD,DB}, plus
-PREFECTSTACK_EXPORTER_{ADDRESS,PORT} and PREFECTSTACK_BACKUP_DIR.
+PASSWORD,NAME}, PREFECT_REDIS_MESSAGING_{HOST,PORT,PASSWORD,DB},
+PREFECT_SERVER_DOCKET_URL (live background-services processes), plus
+PREFECTSTACK_EXPORTER_{ADDRESS,PORT}, PREFECTSTACK_BACKUP_DIR and
+PREFECTSTACK_SERVICES_REPLICAS.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import psycopg
@@ -38,7 +41,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .health import SERVICE_CONSUMER_GROUPS, stream_backlog
+from .health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
 
 STATE_TYPES = (
     "SCHEDULED",
@@ -77,6 +80,8 @@ class Config:
     db: dict | None
     redis: dict | None
     backup_dir: Path | None
+    docket_db: int | None = None
+    services_expected: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -101,12 +106,18 @@ class Config:
                 "db": int(env.get("PREFECT_REDIS_MESSAGING_DB", "0")),
             }
         backups = env.get("PREFECTSTACK_BACKUP_DIR")
+        docket_url = env.get("PREFECT_SERVER_DOCKET_URL", "")
+        expected = env.get("PREFECTSTACK_SERVICES_REPLICAS")
         return cls(
             api_url=env.get("PREFECT_API_URL", "http://127.0.0.1:4200/api").rstrip("/"),
             auth=(user, password) if sep else None,
             db=db,
             redis=rds,
             backup_dir=Path(backups) if backups else None,
+            docket_db=int(urlparse(docket_url).path.lstrip("/") or 0)
+            if docket_url.startswith("redis")
+            else None,
+            services_expected=int(expected) if expected else None,
         )
 
 
@@ -237,7 +248,33 @@ class PrefectCollector(Collector):
                 undelivered_age.add_metric([row.stream, row.group], row.oldest_undelivered_age_s)
         finally:
             client.close()
-        return [pending_age, undelivered_age]
+        return [pending_age, undelivered_age, *self._services()]
+
+    def _services(self) -> list[Metric]:
+        if self.config.docket_db is None:
+            return []
+        docket = redis.Redis(
+            **{**self.config.redis, "db": self.config.docket_db},
+            socket_timeout=5,
+            decode_responses=True,
+        )
+        live = gauge(
+            "background_services_live",
+            "Background-services processes whose docket worker heartbeat is fresh.",
+        )
+        try:
+            live.add_metric([], live_background_services(docket))
+        finally:
+            docket.close()
+        metrics = [live]
+        if self.config.services_expected is not None:
+            expected = gauge(
+                "background_services_expected",
+                "Background-services processes the stack runs (PREFECT_SERVICES_REPLICAS).",
+            )
+            expected.add_metric([], self.config.services_expected)
+            metrics.append(expected)
+        return metrics
 
     # --- backups -----------------------------------------------------------------------
     def _backups(self) -> list[Metric]:

@@ -163,6 +163,7 @@ def services(
                 "PREFECTSTACK_EXPORTER_ADDRESS": LOOPBACK,
                 "PREFECTSTACK_EXPORTER_PORT": str(s.prefect_exporter_port),
                 "PREFECTSTACK_BACKUP_DIR": str(s.backup_dir),
+                "PREFECTSTACK_SERVICES_REPLICAS": str(s.prefect_services_replicas),
             },
             s.prefect_exporter_port,
             "PREFECT_EXPORTER_PORT",
