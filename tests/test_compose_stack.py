@@ -225,7 +225,7 @@ def test_backup_verify_and_restore_through_compose(stack, client_home):
 def test_doctor_passes_on_the_healthy_stack(stack):
     result = stack.cli("doctor", "--json", check=False)
     rows = json.loads(result.stdout)
-    assert result.returncode == 0, [r for r in rows if not r["ok"]]
+    assert result.returncode == 0, [r for r in rows if r["status"] == "fail"]
 
 
 def test_down_keeps_the_data_and_down_v_removes_it(stack, client_home):

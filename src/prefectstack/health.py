@@ -123,38 +123,32 @@ def background_services_ok(
     pid: int | None = None,
     max_age_s: float = 30.0,
 ) -> Probe:
-    """One background-services process is alive and consuming: its docket worker
-    (named "<host>#<pid>"; the docket name `prefect` is hard-coded) heartbeats,
-    and every consumer group it serves has a consumer of this process (named
-    "<group>-<host>-<pid>-<uuid>"). Without `pid`, any process on `host` (one
-    container). Consumer idle times are no liveness signal on Redis 7.0, where a
-    blocking read that times out does not reset them."""
+    """One background-services process is alive: its docket worker (named
+    "<host>#<pid>"; the docket name `prefect` is hard-coded) heartbeats, and every
+    consumer group the services serve exists with a consumer. Without `pid`, any
+    process on `host` (one container). Consumers are not matched to the process:
+    after a full restart the new processes read without being listed under their
+    own names in XINFO CONSUMERS. Consumer idle times are no liveness signal on
+    Redis 7.0, where a blocking read that times out does not reset them."""
     worker = f"{host}#{pid}" if pid else f"{host}#"
-    consumer = f"-{host}-{pid}-" if pid else f"-{host}-"
     problems = []
     try:
         if not _fresh_docket_workers(docket, worker, max_age_s):
             problems.append(f"no fresh docket heartbeat from {worker}")
         for stream, groups in SERVICE_CONSUMER_GROUPS.items():
+            known = (
+                {g["name"]: g["consumers"] for g in messaging.xinfo_groups(stream)}
+                if messaging.exists(stream)
+                else {}
+            )
             for group in groups:
-                names = (
-                    [c["name"] for c in messaging.xinfo_consumers(stream, group)]
-                    if _group_exists(messaging, stream, group)
-                    else []
-                )
-                if not any(consumer in name for name in names):
-                    problems.append(f"{stream}/{group}: no consumer of this process")
+                if not known.get(group):
+                    problems.append(f"{stream}/{group}: no consumer")
     except redis.RedisError as exc:
         return Probe(False, f"{type(exc).__name__}: {exc}")
     if problems:
         return Probe(False, "; ".join(problems))
     return Probe(True, "docket heartbeat fresh, all consumer groups served")
-
-
-def _group_exists(messaging: redis.Redis, stream: str, group: str) -> bool:
-    if not messaging.exists(stream):
-        return False
-    return any(g["name"] == group for g in messaging.xinfo_groups(stream))
 
 
 def live_background_services(docket: redis.Redis, *, max_age_s: float = 30.0) -> int:
