@@ -224,7 +224,7 @@ def test_backup_verify_and_restore_through_compose(stack, client_home):
 
 def test_doctor_passes_on_the_healthy_stack(stack):
     # The restore above recreated the API containers: Prometheus finds their new
-    # addresses at its next DNS refresh (30 s), and until then doctor says so.
+    # addresses at its next DNS refresh (15 s) and scrape; until then doctor says so.
     result = poll(lambda: stack.cli("doctor", "--json", check=False),
                   lambda r: r.returncode == 0, timeout=120, interval=10)  # fmt: skip
     rows = json.loads(result.stdout)
