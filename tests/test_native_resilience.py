@@ -308,7 +308,9 @@ def test_two_services_processes_schedule_once_and_one_down_changes_nothing(stack
             assert poll(lambda: datetime.now(UTC) - datetime.fromisoformat(
                 runs[0]["expected_start_time"]), lambda age: age > timedelta(seconds=45),
                 timeout=60)  # fmt: skip
-            assert overdue_not_late() == []
+            # Bounded, not immediate: a stopped process's docket tasks may need their
+            # redelivery before the survivor runs them (seen once in CI).
+            assert poll(overdue_not_late, lambda r: r == [], timeout=90, interval=5) == []
             late = [r for r in _scheduled_runs(client, first) if r["state_name"] == "Late"]
             assert late
         finally:
