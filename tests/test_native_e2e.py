@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -15,17 +14,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from prefectstack.polling import poll
+
 from conftest import FLOWS
-
-
-def poll(fetch, done, *, timeout: float = 30.0, interval: float = 0.5):
-    """Call fetch() until done(value) or timeout; return the last value."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = fetch()
-    return value
 
 
 def test_health_and_ready_through_lb_without_credentials(stack):

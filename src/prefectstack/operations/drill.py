@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from ..polling import poll
 from .drill_targets import DrillError
 from .drill_workload import LOG_PREFIX, TASKS
 
@@ -132,7 +133,9 @@ def run_component(
     with tempfile.TemporaryDirectory(prefix="prefectstack-drill-") as tmp:
         clients = _start_clients(api, tag, workload, Path(tmp))
         try:
-            in_flight = _poll(lambda: len(api.flow_runs(tag)), lambda n: n >= 1, timeout=90)
+            in_flight = poll(
+                lambda: len(api.flow_runs(tag)), lambda n: n >= 1, timeout=90, interval=1.0
+            )
             if not in_flight:
                 raise DrillError("no flow run started within 90 s: is the stack healthy?")
             killed_at = time.monotonic()
@@ -248,18 +251,9 @@ def _count(api, tag, results, o: Outcome, since, workload, report) -> None:
         return not (o.task_runs_missing or o.task_runs_not_final or o.logs_missing
                     or o.events_missing or o.runs_not_completed)  # fmt: skip
 
-    settled = _poll(measure, bool, timeout=workload.settle_timeout_s, interval=2.0)
+    settled = poll(measure, bool, timeout=workload.settle_timeout_s, interval=2.0)
     if not settled:
         report(f"{o.component}: counts still incomplete after {workload.settle_timeout_s:.0f}s")
-
-
-def _poll(fetch, done, *, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = fetch()
-    return value
 
 
 def run(target, api: Api, components: list[str], workload: Workload, report) -> list[Outcome]:
