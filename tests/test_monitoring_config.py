@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefectstack import dashboards
-from prefectstack import monitoring_config as mon
+from prefectstack.monitoring import config as mon
+from prefectstack.monitoring import dashboards
 from prefectstack.settings import load_settings
 
 from conftest import REPO, make_env_file

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from prefectstack import dashboards
+from prefectstack.monitoring import dashboards
 
 from test_native_e2e import poll
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import dashboards, nginx_config
-from . import monitoring_config as mon
+from . import nginx_config
+from .monitoring import config as mon
+from .monitoring import dashboards
 from .paths import deploy_dir
 
 # Path under deploy/ -> renderer.

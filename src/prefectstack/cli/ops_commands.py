@@ -165,6 +165,6 @@ def exporter(
     port: Annotated[int, typer.Option(envvar="PREFECTSTACK_EXPORTER_PORT")] = 9560,
 ) -> None:
     """Serve Prefect metrics for Prometheus (configured by PREFECT_* environment variables)."""
-    from ..exporter import Config, serve
+    from ..monitoring.exporter import Config, serve
 
     serve(address, port, Config.from_env())

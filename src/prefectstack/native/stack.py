@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..health import Probe
 from ..localports import bindable
-from ..monitoring_config import native_alertmanager, native_prometheus
+from ..monitoring.config import native_alertmanager, native_prometheus
 from ..nginx_config import native_conf
 from ..settings import StackSettings
 from . import postgres, topology

@@ -15,7 +15,7 @@ import redis
 
 from .. import health
 from ..backups.layout import listing
-from ..exporter import STREAM_GROUPS
+from ..monitoring.exporter import STREAM_GROUPS
 from ..settings import StackSettings
 
 LOOPBACK = "127.0.0.1"

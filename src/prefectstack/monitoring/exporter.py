@@ -41,7 +41,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
+from ..health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
 
 STATE_TYPES = (
     "SCHEDULED",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .render import render
-from .settings import StackSettings
+from ..render import render
+from ..settings import StackSettings
 
 PROMETHEUS_TEMPLATE = "prometheus/prometheus.yml.j2"
 ALERTMANAGER_TEMPLATE = "alertmanager/alertmanager.yml.j2"
