@@ -22,6 +22,7 @@ from test_native_resilience import assert_drill_lost_nothing, loop_runs_survive
 from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
+from background_workload import BackgroundWorkload
 from test_native_e2e import poll
 
 BASE_IMAGE = "prefectstack-local/debian:bookworm"
@@ -159,30 +160,53 @@ def test_scale_api_to_five_and_back_without_a_reload(stack):
     assert len(_spread(stack, 3)) == 3, seen
 
 
-def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
-    victim = stack.containers("prefect-api")[1]["ID"]
+def sigkill(container: str) -> None:
+    """SIGKILL of the container's process, as a crash or the OOM killer would:
+    Docker's restart policy brings it back."""
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    os.kill(int(pid), signal.SIGKILL)
 
-    def crash():
-        # SIGKILL of the container's process, as a crash or the OOM killer
-        # would: Docker's restart policy brings it back.
-        pid = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Pid}}", victim],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        os.kill(int(pid), signal.SIGKILL)
 
-    loop_runs_survive(stack, tmp_path, crash)
-
+def wait_restarted_healthy(container: str, restarts: int = 1) -> None:
     def state():
         out = subprocess.run(
-            ["docker", "inspect", "-f", "{{.RestartCount}} {{.State.Health.Status}}", victim],
+            ["docker", "inspect", "-f", "{{.RestartCount}} {{.State.Health.Status}}", container],
             capture_output=True, text=True, check=True,
         ).stdout.split()  # fmt: skip
         return int(out[0]), out[1]
 
-    assert poll(state, lambda s: s[0] >= 1 and s[1] == "healthy", timeout=120, interval=2)[1] == (
-        "healthy"
-    )
+    final = poll(state, lambda s: s[0] >= restarts and s[1] == "healthy", timeout=120, interval=2)
+    assert final[0] >= restarts and final[1] == "healthy", final
+
+
+def test_crash_of_a_replica_under_load_loses_nothing(stack, tmp_path):
+    victim = stack.containers("prefect-api")[1]["ID"]
+    loop_runs_survive(stack, tmp_path, lambda: sigkill(victim))
+    wait_restarted_healthy(victim)
+
+
+def test_background_tasks_through_the_lb_survive_a_replica_crash(stack, tmp_path):
+    """2 task workers and 50 task.delay() through the published LB, with 3 replicas;
+    one replica SIGKILLed mid-way: every run completes, none twice."""
+    workload = BackgroundWorkload(stack, tmp_path)
+    workload.start_workers(2)
+    try:
+        submitter = workload.submit(50, pause=0.3)
+        victim = stack.containers("prefect-api")[0]["ID"]
+        restarts = int(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{.RestartCount}}", victim],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        sigkill(victim)
+        wait_restarted_healthy(victim, restarts + 1)
+        workload.assert_each_completed_once(workload.submitted(submitter))
+    finally:
+        workload.stop()
 
 
 def test_drill_through_docker_kills_every_component_and_nothing_is_lost(stack):

@@ -213,6 +213,21 @@ def test_several_background_services_need_all_shared_state_on_redis(good):
     )
 
 
+def test_several_api_replicas_need_the_redis_task_queue_plugin(good):
+    s = load_settings(good)
+    assert s.prefect_api_replicas >= 2
+    assert not check_service_layout(s, shared_env())
+    for broken in (
+        {"PREFECT_PLUGINS_ENABLED": "false"},
+        {"PREFECT_PLUGINS_ALLOW": "prefect-aws"},
+    ):
+        findings = check_service_layout(s, {**shared_env(), **broken})
+        assert [(f.level, f.key) for f in findings] == [("error", "PREFECT_API_REPLICAS")]
+        assert "PREFECT_PLUGINS_ENABLED=true" in findings[0].message
+    one = load_settings(with_values(good, PREFECT_API_REPLICAS="1"))
+    assert not check_service_layout(one, {**shared_env(), "PREFECT_PLUGINS_ENABLED": "false"})
+
+
 def test_prefect_env_may_not_override_what_the_stack_derives(good):
     shared = {**shared_env(), "PREFECT_SERVER_DOCKET_URL": "memory://"}
     findings = check_service_layout(load_settings(good), shared)

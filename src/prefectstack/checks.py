@@ -158,6 +158,7 @@ def check_service_layout(s: StackSettings, shared: dict[str, str]) -> list[Findi
                     "it from .env: remove that line",
                 )
             )
+    found += _check_task_queue(s, shared)
     if s.prefect_services_replicas == 1:
         return found
     for key, (module, breaks) in SHARED_SERVICE_STATE.items():
@@ -173,6 +174,32 @@ def check_service_layout(s: StackSettings, shared: dict[str, str]) -> list[Findi
                 )
             )
     return found
+
+
+# Several API replicas deliver background task runs only through the shared
+# Redis queue of prefectstack's Prefect plugin (src/prefectstack/prefect_plugin).
+TASK_QUEUE_PLUGIN = "prefectstack-task-queue"
+
+
+def _check_task_queue(s: StackSettings, shared: dict[str, str]) -> list[Finding]:
+    if s.prefect_api_replicas == 1:
+        return []
+    enabled = shared.get("PREFECT_PLUGINS_ENABLED", "false").lower() in ("true", "1")
+    allow = shared.get("PREFECT_PLUGINS_ALLOW")
+    allowed = allow is None or TASK_QUEUE_PLUGIN in {a.strip() for a in allow.split(",")}
+    if enabled and allowed:
+        return []
+    return [
+        Finding(
+            "error",
+            "PREFECT_API_REPLICAS",
+            f"{s.prefect_api_replicas} API replicas need the Redis task queue: "
+            "deploy/prefect/prefect.env must set PREFECT_PLUGINS_ENABLED=true and allow "
+            f"{TASK_QUEUE_PLUGIN} (PREFECT_PLUGINS_ALLOW); without it task.delay() runs "
+            "submitted through one replica never reach workers subscribed through another. "
+            "Restore those lines, or set PREFECT_API_REPLICAS=1",
+        )
+    ]
 
 
 def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:

@@ -134,6 +134,7 @@ class StackSettings(BaseSettings):
     prometheus_retention: str
     alertmanager_port: Port
     alert_webhook_url: str | None = None
+    background_task_stuck_seconds: Annotated[int, Field(ge=10, le=604800)]
     nginx_status_port: Port
     postgres_exporter_port: Port
     redis_exporter_port: Port

@@ -20,7 +20,7 @@ PREFECT_API_URL, PREFECT_API_AUTH_STRING, PREFECT_API_DATABASE_{HOST,PORT,USER,
 PASSWORD,NAME}, PREFECT_REDIS_MESSAGING_{HOST,PORT,PASSWORD,DB},
 PREFECT_SERVER_DOCKET_URL (live background-services processes), plus
 PREFECTSTACK_EXPORTER_{ADDRESS,PORT}, PREFECTSTACK_BACKUP_DIR and
-PREFECTSTACK_SERVICES_REPLICAS.
+PREFECTSTACK_SERVICES_REPLICAS and PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
+from .background_tasks import stuck_background_task_runs
 
 STATE_TYPES = (
     "SCHEDULED",
@@ -56,6 +57,7 @@ STATE_TYPES = (
 )
 STREAM_GROUPS = {**SERVICE_CONSUMER_GROUPS, "actions": ("actions",)}
 PAGE = 200  # Prefect's largest filter page
+STUCK_ENV = "PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS"
 # recorded - received, over events that occurred in the last five minutes
 # (occurred is indexed; recorded is not).
 # One indexed count per state type (and the Late state name) in one round trip.
@@ -82,6 +84,7 @@ class Config:
     backup_dir: Path | None
     docket_db: int | None = None
     services_expected: int | None = None
+    stuck_after_s: float | None = None  # BACKGROUND_TASK_STUCK_SECONDS in .env
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -118,6 +121,7 @@ class Config:
             if docket_url.startswith("redis")
             else None,
             services_expected=int(expected) if expected else None,
+            stuck_after_s=float(stuck) if (stuck := env.get(STUCK_ENV)) else None,
         )
 
 
@@ -212,6 +216,11 @@ class PrefectCollector(Collector):
         ) as conn:
             counts = dict(conn.execute(COUNT_SQL).fetchall())
             p95, worst, n = conn.execute(LAG_SQL).fetchone()
+            stuck_rows = (
+                stuck_background_task_runs(conn, self.config.stuck_after_s)
+                if self.config.stuck_after_s is not None
+                else None
+            )
         runs = gauge("flow_runs", "Flow runs in the database by state type.", ("state_type",))
         for state in STATE_TYPES:
             runs.add_metric([state], counts[state])
@@ -227,7 +236,20 @@ class PrefectCollector(Collector):
         lag.add_metric(["1"], float(worst))
         recent = gauge("events_recent", "Events that occurred in the last 5 minutes.")
         recent.add_metric([], n)
-        return [runs, late, lag, recent]
+        if stuck_rows is None:
+            return [runs, late, lag, recent]
+        stuck = gauge(
+            "background_task_runs_stuck",
+            "Background task runs (task.delay()) SCHEDULED for longer than "
+            "BACKGROUND_TASK_STUCK_SECONDS: no task worker took them.",
+        )
+        stuck.add_metric([], sum(r.runs for r in stuck_rows))
+        oldest = gauge(
+            "background_task_run_stuck_oldest_age_seconds",
+            "How long the oldest stuck background task run has been due (0: none).",
+        )
+        oldest.add_metric([], max((r.oldest_age_s for r in stuck_rows), default=0.0))
+        return [runs, late, lag, recent, stuck, oldest]
 
     # --- Redis: consumer group backlog age ------------------------------------------------
     def _redis(self) -> list[Metric]:

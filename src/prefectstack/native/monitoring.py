@@ -164,6 +164,7 @@ def services(
                 "PREFECTSTACK_EXPORTER_PORT": str(s.prefect_exporter_port),
                 "PREFECTSTACK_BACKUP_DIR": str(s.backup_dir),
                 "PREFECTSTACK_SERVICES_REPLICAS": str(s.prefect_services_replicas),
+                "PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS": str(s.background_task_stuck_seconds),
             },
             s.prefect_exporter_port,
             "PREFECT_EXPORTER_PORT",

@@ -15,7 +15,8 @@ import redis
 
 from .. import health
 from ..backups.layout import listing
-from ..monitoring.exporter import STREAM_GROUPS
+from ..monitoring.background_tasks import stuck_background_task_runs
+from ..monitoring.exporter import STREAM_GROUPS, STUCK_ENV
 from ..settings import StackSettings
 
 LOOPBACK = "127.0.0.1"
@@ -68,6 +69,7 @@ class Targets:
     db: str
     docket_db: int
     services_expected: int
+    stuck_after_s: float
 
     @classmethod
     def native(cls, s: StackSettings) -> Targets:
@@ -95,6 +97,7 @@ class Targets:
             db=s.postgres_db,
             docket_db=s.prefect_docket_redis_db,
             services_expected=s.prefect_services_replicas,
+            stuck_after_s=s.background_task_stuck_seconds,
         )
 
     @classmethod
@@ -128,6 +131,7 @@ class Targets:
             db=env["PREFECT_API_DATABASE_NAME"],
             docket_db=docket_db,
             services_expected=int(env.get("PREFECTSTACK_SERVICES_REPLICAS", "1")),
+            stuck_after_s=float(env[STUCK_ENV]),
         )
 
 
@@ -142,6 +146,7 @@ def _postgres(t: Targets) -> list[Check]:
             used, limit = conn.execute(
                 "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity"
             ).fetchone()
+            stuck = stuck_background_task_runs(conn, t.stuck_after_s) if current else []
     except psycopg.Error as exc:
         return [Check("postgres", "fail", str(exc).strip().splitlines()[0])]
     head = prefect_schema_head()
@@ -160,7 +165,23 @@ def _postgres(t: Targets) -> list[Check]:
             if at_head
             else f"at {current[0] if current else 'none'}, head is {head}: run the migrate service",
         ),
+        _stuck_tasks(stuck, t.stuck_after_s),
     ]
+
+
+def _stuck_tasks(stuck: list, after_s: float) -> Check:
+    name = "background task runs"
+    if not stuck:
+        return Check(name, "pass", f"none SCHEDULED longer than {after_s:.0f}s")
+    keys = ", ".join(f"{r.task_key} ({r.runs})" for r in stuck[:5])
+    oldest = max(r.oldest_age_s for r in stuck)
+    return Check(
+        name,
+        "fail",
+        f"{sum(r.runs for r in stuck)} SCHEDULED longer than {after_s:.0f}s, oldest "
+        f"{oldest:.0f}s: {keys}. Start a task worker serving these tasks (task.serve()); "
+        "runs queued before the Redis task queue was enabled must be submitted again",
+    )
 
 
 def _redis(t: Targets) -> list[Check]:

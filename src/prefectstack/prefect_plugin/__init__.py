@@ -1,0 +1,32 @@
+"""prefectstack's Prefect plugin: installs the Redis background-task queue.
+
+Prefect 3.9.1 has no setting for its task queue (the other pluggable backends,
+e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, are module paths), so the queue
+is swapped through Prefect's own extension point: a `prefect.plugins` entry
+point whose startup hook runs when a process imports prefect, enabled for the
+server processes by deploy/prefect/prefect.env (PREFECT_PLUGINS_*). Strict mode
+there makes a failed install stop the server instead of running it with the
+per-replica queue.
+"""
+
+from __future__ import annotations
+
+from prefect.plugins import register_hook
+
+# The queue replaces code read in this Prefect release; a new release must be
+# re-read (prefect/server/task_queue.py, api/task_runs.py) before it is allowed.
+VERIFIED_PREFECT = ("3.9.1",)
+
+
+@register_hook
+def setup_environment(*, ctx):
+    if not ctx.prefect_version.startswith(VERIFIED_PREFECT):
+        raise RuntimeError(
+            f"prefectstack's Redis task queue is verified on Prefect {VERIFIED_PREFECT}, "
+            f"not {ctx.prefect_version}: re-read prefect/server/task_queue.py and extend "
+            "prefectstack.prefect_plugin.VERIFIED_PREFECT"
+        )
+    from .task_queue import install
+
+    install()
+    return None
