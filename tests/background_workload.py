@@ -1,6 +1,9 @@
 """Background tasks through the load balancer, for the tests of both modes:
 task workers and submitters are client processes on the host, pointed at the
-published LB URL only, sharing result storage as users must."""
+published LB URL only, sharing result storage as users must. They run outside
+the checkout: Prefect reads a `.env` in the working directory, and the stack's
+(PREFECT_SERVER_DATABASE_SQLALCHEMY_*) breaks Prefect 3.9.1's context hydration in
+task workers (README, "Pointing clients and workers at the stack")."""
 
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class BackgroundWorkload:
                 subprocess.Popen(
                     [sys.executable, SCRIPT, "serve"],
                     env=self.env(),
+                    cwd=self.tmp,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -53,6 +57,7 @@ class BackgroundWorkload:
         return subprocess.Popen(
             [sys.executable, SCRIPT, "submit", str(self.markers), str(count), str(pause)],
             env=self.env(),
+            cwd=self.tmp,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
