@@ -178,7 +178,7 @@ def check_service_layout(s: StackSettings, shared: dict[str, str]) -> list[Findi
 
 # Several API replicas deliver background task runs only through the shared
 # Redis queue of prefectstack's Prefect plugin (src/prefectstack/prefect_plugin).
-TASK_QUEUE_PLUGIN = "prefectstack-task-queue"
+PREFECT_PLUGIN = "prefectstack"
 
 
 def _check_task_queue(s: StackSettings, shared: dict[str, str]) -> list[Finding]:
@@ -186,7 +186,7 @@ def _check_task_queue(s: StackSettings, shared: dict[str, str]) -> list[Finding]
         return []
     enabled = shared.get("PREFECT_PLUGINS_ENABLED", "false").lower() in ("true", "1")
     allow = shared.get("PREFECT_PLUGINS_ALLOW")
-    allowed = allow is None or TASK_QUEUE_PLUGIN in {a.strip() for a in allow.split(",")}
+    allowed = allow is None or PREFECT_PLUGIN in {a.strip() for a in allow.split(",")}
     if enabled and allowed:
         return []
     return [
@@ -195,7 +195,7 @@ def _check_task_queue(s: StackSettings, shared: dict[str, str]) -> list[Finding]
             "PREFECT_API_REPLICAS",
             f"{s.prefect_api_replicas} API replicas need the Redis task queue: "
             "deploy/prefect/prefect.env must set PREFECT_PLUGINS_ENABLED=true and allow "
-            f"{TASK_QUEUE_PLUGIN} (PREFECT_PLUGINS_ALLOW); without it task.delay() runs "
+            f"{PREFECT_PLUGIN} (PREFECT_PLUGINS_ALLOW); without it task.delay() runs "
             "submitted through one replica never reach workers subscribed through another. "
             "Restore those lines, or set PREFECT_API_REPLICAS=1",
         )

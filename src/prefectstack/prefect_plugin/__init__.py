@@ -1,4 +1,5 @@
-"""prefectstack's Prefect plugin: installs the Redis background-task queue.
+"""prefectstack's Prefect plugin: installs the Redis background-task queue and a
+shorter docket redelivery timeout in Prefect's server processes.
 
 Prefect 3.9.1 has no setting for its task queue (the other pluggable backends,
 e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, are module paths), so the queue
@@ -13,20 +14,22 @@ from __future__ import annotations
 
 from prefect.plugins import register_hook
 
-# The queue replaces code read in this Prefect release; a new release must be
-# re-read (prefect/server/task_queue.py, api/task_runs.py) before it is allowed.
+# Both replace behaviour read in this Prefect release; a new release must be
+# re-read (prefect/server/task_queue.py, api/task_runs.py,
+# api/background_workers.py) before it is allowed.
 VERIFIED_PREFECT = ("3.9.1",)
 
 
 @register_hook
 def setup_environment(*, ctx):
-    if not ctx.prefect_version.startswith(VERIFIED_PREFECT):
+    if ctx.prefect_version not in VERIFIED_PREFECT:
         raise RuntimeError(
-            f"prefectstack's Redis task queue is verified on Prefect {VERIFIED_PREFECT}, "
-            f"not {ctx.prefect_version}: re-read prefect/server/task_queue.py and extend "
-            "prefectstack.prefect_plugin.VERIFIED_PREFECT"
+            f"prefectstack's Prefect plugin is verified on Prefect {', '.join(VERIFIED_PREFECT)}, "
+            f"not {ctx.prefect_version}: re-read the files named in "
+            "prefectstack/prefect_plugin/__init__.py and extend VERIFIED_PREFECT"
         )
-    from .task_queue import install
+    from . import docket_redelivery, task_queue
 
-    install()
+    task_queue.install()
+    docket_redelivery.install()
     return None

@@ -1,0 +1,49 @@
+"""prefectstack's Prefect plugin as deploy/prefect/prefect.env loads it into a
+fresh Prefect process (no server needed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from prefect.plugins import HookContext
+
+from prefectstack.prefect_env import shared_env
+from prefectstack.prefect_plugin import setup_environment
+
+PROBE = """
+import asyncio
+import prefect
+from docket import Docket, Worker
+from prefect.server.task_queue import MultiQueue, TaskQueue
+
+async def main():
+    async with Docket(name="probe", url="memory://") as docket:
+        print(TaskQueue.put.__qualname__, MultiQueue.get.__qualname__,
+              Worker(docket).redelivery_timeout.total_seconds())
+
+asyncio.run(main())
+"""
+
+
+def test_prefect_env_installs_the_redis_task_queue_and_docket_timeout():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT")}
+    env.update(shared_env())
+    # What each mode adds from .env; nothing here connects to it.
+    env.update(PREFECT_API_DATABASE_HOST="127.0.0.1", PREFECT_API_DATABASE_USER="prefect",
+               PREFECT_API_DATABASE_NAME="prefect")  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    seconds = float(shared_env()["PREFECTSTACK_DOCKET_REDELIVERY_SECONDS"])
+    assert out == ["RedisTaskQueue.put", "RedisMultiQueue.get", str(seconds)]
+
+
+def test_the_plugin_refuses_a_prefect_release_it_was_not_read_against():
+    ctx = HookContext(prefect_version="3.10.0", api_url=None, logger_factory=logging.getLogger)
+    with pytest.raises(RuntimeError, match=re.escape("verified on Prefect 3.9.1, not 3.10.0")):
+        setup_environment(ctx=ctx)
