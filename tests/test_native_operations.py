@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+from prefectstack import health
+from prefectstack.operations.doctor import DEAD_LETTERS
+
 from conftest import FLOWS
 from test_native_e2e import poll
 
@@ -42,6 +45,22 @@ def test_doctor_fails_the_rows_of_a_stopped_replica(stack):
         assert rows["postgres"]["status"] == "pass"
     finally:
         stack.cli("restart", "api-2")
+
+
+def test_doctor_warns_when_a_consumer_dead_lettered_messages(stack):
+    """prefect-redis gives up on a message after its retries and parks it in the
+    'dlq' set: events there are never stored, which doctor must not hide."""
+    client = health.redis_client(
+        host="127.0.0.1", port=int(stack.env["PREFECT_REDIS_MESSAGING_PORT"]),
+        password=stack.env["REDIS_PASSWORD"], db=int(stack.env["PREFECT_REDIS_MESSAGING_DB"]),
+    )  # fmt: skip
+    client.sadd(DEAD_LETTERS, "dlq:doctor-test")
+    try:
+        row = doctor(stack)[1]["redis: dead-letter queue"]
+        assert row["status"] == "warn" and "1 messages" in row["detail"], row
+    finally:
+        client.srem(DEAD_LETTERS, "dlq:doctor-test")
+    assert doctor(stack)[1]["redis: dead-letter queue"]["status"] == "pass"
 
 
 def test_doctor_fails_the_redis_rows_when_redis_stops(stack):

@@ -23,6 +23,9 @@ LOOPBACK = "127.0.0.1"
 LAG_WARN_S, LAG_FAIL_S = 60, 300
 BACKUP_WARN_S = 36 * 3600
 REDIS_MEMORY_WARN = 0.8
+# prefect-redis moves a message whose handler failed more than
+# PREFECT_REDIS_MESSAGING_CONSUMER_MAX_RETRIES times here (a set of hash keys).
+DEAD_LETTERS = "dlq"
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ def _redis(t: Targets) -> list[Check]:
     try:
         info = client.info()
         backlog = health.stream_backlog(client, STREAM_GROUPS)
+        dead = client.scard(DEAD_LETTERS)
     except redis.RedisError as exc:
         return [Check("redis", "fail", f"{type(exc).__name__}: {exc}")]
     rows = [Check("redis", "pass", f"Redis {info['redis_version']}")]
@@ -213,6 +217,16 @@ def _redis(t: Targets) -> list[Check]:
         )
     else:
         rows.append(Check("redis: memory", "warn", "no maxmemory limit"))
+    rows.append(
+        Check(
+            "redis: dead-letter queue",
+            "warn" if dead else "pass",
+            f"{dead} messages a consumer gave up on (set {DEAD_LETTERS!r}); events among "
+            "them are not stored"
+            if dead
+            else "empty",
+        )
+    )
     for group in backlog:
         lag = max(group.oldest_pending_age_s, group.oldest_undelivered_age_s)
         if group.consumers == 0 and group.group != "actions":
