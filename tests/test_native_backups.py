@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,17 @@ def test_scheduled_backups_run(stack):
     assert {"last", "daily", "weekly", "monthly"} <= {b["folder"] for b in listed}
     assert all(b["file"].endswith(".sql.gz") for b in listed)
     assert (stack.dir / "backups" / "last" / "prefect-latest.sql.gz").is_symlink()
+
+
+def test_backups_started_together_each_write_a_complete_file(stack):
+    """Three `prefectstack backup` at once (as when one meets the scheduler's
+    run in the same second): all succeed, under three names, each verifies."""
+    with ThreadPoolExecutor(3) as pool:
+        written = list(pool.map(lambda _: take_backup(stack), range(3)))
+    assert len(set(written)) == 3, written
+    for path in written:
+        assert "is good" in stack.cli("backup", "verify", path).stdout
+    assert not list((stack.dir / "backups" / "last").glob("*.partial"))
 
 
 def test_verify_passes_on_a_good_dump_and_fails_on_a_damaged_one(stack, tmp_path):

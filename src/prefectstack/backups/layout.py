@@ -5,10 +5,13 @@ with a <db>-latest symlink; old files are pruned per folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 SUFFIX = ".sql.gz"
@@ -67,6 +70,22 @@ def ensure_dirs(root: Path) -> None:
     for path in (root, *(root / folder for folder in FOLDERS)):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o700)
+
+
+@contextmanager
+def exclusive(root: Path) -> Iterator[None]:
+    """Hold the backup folder's lock (flock: released by the kernel if the holder dies)."""
+    with open(root / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def free_moment(root: Path, db: str, when: datetime) -> datetime:
+    """The first second from `when` whose last/ name is not taken (names have 1 s resolution)."""
+    when = when.replace(microsecond=0)
+    while (root / "last" / names(db, when)["last"]).exists():
+        when += timedelta(seconds=1)
+    return when
 
 
 def file_into_folders(root: Path, db: str, dump: Path, when: datetime) -> Path:

@@ -9,6 +9,8 @@ swaps the databases, migrates to the current schema and starts the writers.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +55,21 @@ class StackControl:
 
 def backup_now(pg: PgClient, root: Path, db: str, retention: layout.Retention) -> Path:
     layout.ensure_dirs(root)
-    when = datetime.now()
-    tmp = root / "last" / f".{db}-{when:%Y%m%d-%H%M%S}.partial"
-    try:
-        pg.dump(db, tmp)
-        read_claims(tmp)  # never file a dump that is not complete
-    except (PgError, DumpError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise BackupError(f"backup failed: {exc}") from None
-    final = layout.file_into_folders(root, db, tmp, when)
-    layout.prune(root, db, retention)
+    # The scheduler and a `prefectstack backup` may start in the same second:
+    # one at a time, each under its own name.
+    with layout.exclusive(root):
+        when = layout.free_moment(root, db, datetime.now())
+        fd, name = tempfile.mkstemp(prefix=f".{db}-", suffix=".partial", dir=root / "last")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            pg.dump(db, tmp)
+            read_claims(tmp)  # never file a dump that is not complete
+        except (PgError, DumpError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise BackupError(f"backup failed: {exc}") from None
+        final = layout.file_into_folders(root, db, tmp, when)
+        layout.prune(root, db, retention)
     return final
 
 
