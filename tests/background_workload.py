@@ -82,9 +82,35 @@ class BackgroundWorkload:
             lambda: self.states(ids), lambda c: c["COMPLETED"] == len(ids), timeout=timeout
         )
         executions = Counter(p.name.split(".")[0] for p in self.markers.iterdir())
-        assert states["COMPLETED"] == len(ids), (states, self.logs())
+        assert states["COMPLETED"] == len(ids), (states, self.diagnose(ids, executions))
         assert set(executions) == set(ids), self.logs()
         assert [i for i, n in executions.items() if n > 1] == [], "a run executed twice"
+
+    def diagnose(self, ids: list[str], executions: Counter) -> str:
+        """What each unfinished run went through: its executions by the workers,
+        the state events the stack persisted for it, the worker log lines naming it."""
+        with self.stack.client() as client:
+            body = {"task_runs": {"id": {"any_": ids}}, "limit": 200}
+            rows = client.post("/task_runs/filter", json=body).json()
+            report = []
+            for row in rows:
+                if row["state_type"] == "COMPLETED":
+                    continue
+                run = row["id"]
+                flt = {"filter": {"resource": {"id": [f"prefect.task-run.{run}"]}}, "limit": 50}
+                events = client.post("/events/filter", json=flt).json()["events"]
+                lines = [
+                    line
+                    for log in sorted(self.tmp.glob("worker-*.log"))
+                    for line in log.read_text().splitlines()
+                    if run in line
+                ]
+                report.append(
+                    f"{run}: state {row['state_type']}, executed {executions[run]}x, "
+                    f"persisted events {sorted((e['occurred'], e['event']) for e in events)}, "
+                    f"worker log {lines}"
+                )
+        return "\n".join(report) + "\n" + self.logs()
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
