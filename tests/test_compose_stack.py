@@ -23,6 +23,7 @@ from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
 from background_workload import BackgroundWorkload
+from bench_figures import assert_bench_runs_deleted, assert_complete, run_short_bench
 from test_native_e2e import poll
 
 BASE_IMAGE = "prefectstack-local/debian:bookworm"
@@ -253,6 +254,14 @@ def test_doctor_passes_on_the_healthy_stack(stack):
                   lambda r: r.returncode == 0, timeout=120, interval=10)  # fmt: skip
     rows = json.loads(result.stdout)
     assert result.returncode == 0, [r for r in rows if r["status"] == "fail"]
+
+
+def test_bench_through_compose_reports_every_figure(stack):
+    """The one-replica figures come from a replica's address on the backend network."""
+    figures = run_short_bench(stack)
+    assert_complete(figures, stock=False)
+    assert figures["machine"]["mode"] == "compose"
+    assert_bench_runs_deleted(stack)
 
 
 def test_down_keeps_the_data_and_down_v_removes_it(stack, client_home):

@@ -35,6 +35,16 @@ def ephemeral_floor() -> int:
         return 32768
 
 
+def free_port() -> int:
+    """One free loopback port below the ephemeral range."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, ephemeral_floor())
+        if port_free(port):
+            return port
+    raise RuntimeError("no free port found")
+
+
 def free_port_values(replicas: int) -> dict[str, str]:
     """PORT_KEYS and PREFECT_API_FIRST_PORT set to one block of free ports."""
     rng = random.Random()

@@ -1,8 +1,7 @@
-"""Benchmarks that print figures (speed targets live here, not in tests).
-
-exporter: boots a throwaway native stack on free ports, fills its database with
-N flow runs (one bulk INSERT; state types and names spread as in real use,
-1 % of them Late), and times scrapes of the Prefect exporter's /metrics.
+"""`prefectstack bench exporter`: boots a throwaway native stack on free ports,
+fills its database with N flow runs (one bulk INSERT; state types and names
+spread as in real use, 1 % of them Late), and times scrapes of the Prefect
+exporter's /metrics.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def _throwaway_env(directory: Path) -> Path:
     return env_file.path
 
 
-def exporter(runs: int, scrapes: int, say: Callable[[str], None]) -> dict[str, float]:
+def run(runs: int, scrapes: int, say: Callable[[str], None]) -> dict[str, float]:
     from ..native.stack import NativeStack
 
     directory = Path(tempfile.mkdtemp(prefix="prefectstack-bench-", dir="/tmp"))

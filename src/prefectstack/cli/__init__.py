@@ -10,6 +10,7 @@ from . import config_commands
 from . import stack_commands
 from . import backup_commands
 from . import ops_commands
+from . import bench_commands
 from . import images_commands
 
 __all__ = ["app"]

@@ -14,13 +14,12 @@ from .common import (
     DEFAULT_ENV,
     EnvFile,
     Mode,
-    check_mode,
     compose_guard,
     console,
     err,
     fail,
     guarded,
-    native,
+    postgres,
     settings_from,
 )
 
@@ -34,25 +33,8 @@ app.add_typer(backup_app, name="backup")
 def _backup_context(env_file: Path, mode: str):
     """(settings, PostgreSQL client, retention, native stack or None) for a mode."""
     from ..backups.layout import Retention
-    from ..backups.pg import NativePg
 
-    check_mode(mode)
-    if mode == "compose":
-        from ..compose import operations as compose_ops
-
-        s = settings_from(env_file)
-        client = compose_guard(lambda: compose_ops.pg(s))
-        stack = None
-    else:
-        stack = native(env_file)
-        s = stack.s
-        client = NativePg(
-            stack.tools.pg_bindir,
-            host="127.0.0.1",
-            port=s.postgres_port,
-            user=s.postgres_user,
-            password=s.postgres_password.get_secret_value(),
-        )
+    s, client, stack = postgres(env_file, mode)
     retention = Retention(s.backup_keep_days, s.backup_keep_weeks, s.backup_keep_months)
     return s, client, retention, stack
 

@@ -90,3 +90,25 @@ def compose_guard(action):
         return action()
     except ComposeError as exc:
         raise fail([str(exc)]) from None
+
+
+def postgres(env_file: Path, mode: str):
+    """(settings, a PostgreSQL client for the mode, the native stack or None)."""
+    from ..backups.pg import NativePg
+
+    check_mode(mode)
+    if mode == "compose":
+        from ..compose import operations as compose_ops
+
+        s = settings_from(env_file)
+        return s, compose_guard(lambda: compose_ops.pg(s)), None
+    stack = native(env_file)
+    s = stack.s
+    client = NativePg(
+        stack.tools.pg_bindir,
+        host="127.0.0.1",
+        port=s.postgres_port,
+        user=s.postgres_user,
+        password=s.postgres_password.get_secret_value(),
+    )
+    return s, client, stack

@@ -1,4 +1,4 @@
-"""Operations: doctor, failover drills, the Prefect exporter, benchmarks."""
+"""Operations: doctor, failover drills, the Prefect exporter."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from .common import (
     console,
     err,
     fail,
-    guarded,
     native,
     settings_from,
 )
@@ -135,28 +134,6 @@ def _drill_table(outcomes) -> Table:
         "result", *("[green]pass[/green]" if o.passed else "[red]FAIL[/red]" for o in outcomes)
     )
     return table
-
-
-bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("exporter")
-def bench_exporter(
-    runs: Annotated[int, typer.Option(help="Flow runs to put in the database.")] = 100_000,
-    scrapes: Annotated[int, typer.Option(help="Scrapes to time.")] = 20,
-) -> None:
-    """Time one scrape of the Prefect exporter with RUNS flow runs in the database
-    (on a throwaway native stack; the target is under 250 ms)."""
-    from ..operations.bench import exporter as run_bench
-
-    figures = guarded(lambda: run_bench(runs, scrapes, lambda line: err.print(line)))
-    console.print(
-        f"exporter scrape with {figures['flow_runs']} flow runs in the database "
-        f"({figures['scrapes']} scrapes): p50 {figures['p50_ms']:.0f} ms, "
-        f"p95 {figures['p95_ms']:.0f} ms, max {figures['max_ms']:.0f} ms "
-        f"(target < 250 ms); flow runs reported: {figures['flow_runs_reported']:.0f}"
-    )
 
 
 @app.command()

@@ -102,3 +102,19 @@ def doctor(s: StackSettings) -> list[Check]:
         capture=True,
     )  # fmt: skip
     return [Check(**row) for row in json.loads(out)]
+
+
+def replica_api_url(s: StackSettings) -> str:
+    """One API replica's URL, bypassing nginx (for `bench`): its address on the
+    backend bridge network, which the Docker host reaches directly."""
+    ids = _run([*base(s), "ps", "-q", "prefect-api"], capture=True).split()
+    if not ids:
+        raise ComposeError("no prefect-api container is running")
+    addresses = _run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+         ids[0]],
+        capture=True,
+    ).split()  # fmt: skip
+    if not addresses:
+        raise ComposeError(f"container {ids[0][:12]} has no network address")
+    return f"http://{addresses[0]}:4200/api"

@@ -11,9 +11,6 @@ or not final, log lines missing or stored twice, state events missing.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from ..polling import poll
+from .client_process import finish, spawn
 from .drill_targets import DrillError
 from .drill_workload import LOG_PREFIX, TASKS
 
@@ -43,6 +41,7 @@ LOSSES = (
     "events_missing",
 )
 PAGE = 200
+WORKLOAD = "prefectstack.operations.drill_workload"
 SLOW_RECOVERY_POLLS = 20  # 10 s at 0.5 s a poll: say what the drill waited for
 
 
@@ -156,28 +155,15 @@ def run_component(
 
 
 def _start_clients(api: Api, tag: str, workload: Workload, tmp: Path):
-    clients = []
-    for i in range(workload.clients):
-        home = tmp / f"client-{i}"
-        home.mkdir()
-        # Fresh environment and working directory: Prefect reads PREFECT_* from the
-        # environment and from a .env in its working directory.
-        # The clients are configured as `prefectstack client-config` tells users to.
-        env = {
-            "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "PREFECT_HOME": str(home),
-            **api.client_env,
-        }
-        argv = [sys.executable, "-m", "prefectstack.operations.drill_workload", tag, str(i),
-                str(workload.runs), str(workload.duration_s)]  # fmt: skip
-        log = (home / "client.log").open("w")
-        proc = subprocess.Popen(
-            argv, cwd=home, env=env, stdout=subprocess.PIPE, stderr=log, text=True
+    return [
+        spawn(
+            WORKLOAD,
+            [tag, str(i), str(workload.runs), str(workload.duration_s)],
+            tmp / f"client-{i}",
+            api.client_env,
         )
-        clients.append((proc, home / "client.log"))
-    return clients
+        for i in range(workload.clients)
+    ]
 
 
 def _wait_recovered(target, component, before, killed_at, workload, outcome) -> float | None:
@@ -204,15 +190,9 @@ def _collect(clients, workload) -> list[dict]:
     budget = workload.duration_s + workload.recovery_timeout_s
     results = []
     for proc, log in clients:
-        try:
-            out, _ = proc.communicate(timeout=budget)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        if proc.returncode != 0:
-            tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-            rows.append({"id": None, "state": "CLIENT_ERROR", "error": tail[0], "seconds": 0})
+        rows, error = finish(proc, log, budget)
+        if error:
+            rows.append({"id": None, "state": "CLIENT_ERROR", "error": error, "seconds": 0})
         results += rows
     return results
 

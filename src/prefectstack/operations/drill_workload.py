@@ -1,11 +1,12 @@
-"""One drill client: flow runs with tasks and a log line, one after another, through
-the load balancer, until COUNT are done or DEADLINE seconds have passed.
+"""One workload client of the drill and the benchmark: flow runs with tasks and a
+log line, one after another, through the load balancer, until COUNT are done or
+DEADLINE seconds have passed.
 
-Prints one JSON object per run as it ends (id, state, seconds, error, and the
-marker its log line carries), so the
-drill reads every outcome even of a client it had to stop. Errors are reported,
-not raised: a client-visible error is one of the things a drill counts.
-Usage: python -m prefectstack.operations.drill_workload TAG CLIENT COUNT DEADLINE
+Prints one JSON object per run as it ends (id, state, start time, seconds, error,
+and the marker its log line carries), so the caller reads every outcome even of a
+client it had to stop. Errors are reported, not raised: a client-visible error is
+one of the things a drill counts.
+Usage: python -m prefectstack.operations.drill_workload TAG CLIENT COUNT DEADLINE [FLOW]
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ def drill_flow(marker: str) -> int:
 
 def main() -> None:
     tag, client, count, deadline = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    run_flow = drill_flow.with_options(name=sys.argv[5]) if len(sys.argv) > 5 else drill_flow
     stop_at = time.monotonic() + deadline
     with tags(tag):
         for n in range(count):
             if time.monotonic() > stop_at:
                 break
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             marker = f"{tag}/{client}/{n}"
             row: dict = {"id": None, "state": "CLIENT_ERROR", "error": None, "marker": marker}
+            row["started"] = wall
             try:
-                state = drill_flow(marker, return_state=True)
+                state = run_flow(marker, return_state=True)
                 row.update(id=str(state.state_details.flow_run_id), state=state.type.value)
             except Exception:
                 row["error"] = traceback.format_exc(limit=3)
