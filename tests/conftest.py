@@ -7,9 +7,12 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +78,19 @@ def state_tmpdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+@contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """Hold a loopback listener on PORT, as another program would."""
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        yield
+    finally:
+        squatter.close()
 
 
 def read_env(path: Path) -> dict[str, str]:

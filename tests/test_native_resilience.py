@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +20,7 @@ from prefectstack import health
 from prefectstack.operations.drill import LOSSES as DRILL_LOSSES
 from prefectstack.operations.drill_targets import COMPONENTS
 
-from conftest import FLOWS
+from conftest import FLOWS, port_taken
 from test_native_e2e import poll
 
 
@@ -150,11 +149,7 @@ def test_kill_9_of_a_replica_under_load_loses_nothing(stack, tmp_path):
 def test_a_replica_that_cannot_start_is_reported_with_the_reason(stack):
     port = stack.api_ports[2]
     stack.cli("stop", "api-3")
-    squatter = socket.socket()
-    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    squatter.bind(("127.0.0.1", port))
-    squatter.listen()
-    try:
+    with port_taken(port):
         restart = stack.cli("restart", "api-3", check=False)
         assert restart.returncode != 0
         assert "api-3" in restart.stderr
@@ -165,8 +160,6 @@ def test_a_replica_that_cannot_start_is_reported_with_the_reason(stack):
         assert f"api-3 (PREFECT_API_FIRST_PORT={port})" in up.stderr
         assert "already in use" in up.stderr
         assert stack.status()["api-3"]["healthy"] is False
-    finally:
-        squatter.close()
     stack.cli("up")
     # A live probe: under CI load one answer may come late right after the start.
     row = poll(lambda: stack.status()["api-3"], lambda r: r["healthy"], timeout=60, interval=2)

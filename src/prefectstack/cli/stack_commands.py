@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import DEFAULT_ENV, EnvFile, console, err, fail, guarded, native
+from .common import DEFAULT_ENV, EnvFile, Mode, check_mode, console, err, fail, guarded, native
 
 
 @app.command()
@@ -89,6 +89,21 @@ def restart(service: str, env_file: EnvFile = DEFAULT_ENV) -> None:
     """Restart one service and wait until it is healthy again."""
     stack = native(env_file)
     guarded(lambda: stack.restart(service))
+
+
+@app.command()
+def rollout(env_file: EnvFile = DEFAULT_ENV, mode: Mode = "native") -> None:
+    """Restart every API replica, then every background-services process, one at a
+    time with the current configuration, each drained from nginx first: no request
+    fails. Stops at a replica that does not become healthy (exit 1)."""
+    check_mode(mode)
+    if mode == "compose":
+        raise fail(["rollout is not available in compose mode yet"])
+    from ..native.rollout import rollout as roll
+
+    stack = native(env_file)
+    rolled = guarded(lambda: roll(stack, lambda line: err.print(line, highlight=False)))
+    console.print(f"rolled out: {', '.join(rolled)}")
 
 
 @app.command()

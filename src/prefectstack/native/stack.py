@@ -95,7 +95,7 @@ class NativeStack:
         return [[svc for svc in self.services if svc.stage == st] for st in order]
 
     # --- files -------------------------------------------------------------------
-    def _write_files(self) -> tuple[list[str], list[str]]:
+    def write_files(self) -> tuple[list[str], list[str]]:
         """Render every config into the state directory. Returns the services whose
         environment changed, and those whose config file changed (they reload on HUP)."""
         lay = self.layout
@@ -129,16 +129,7 @@ class NativeStack:
             "alertmanager": lay.alertmanager_conf,
         }
         before = {name: _read(path) for name, path in reloadable.items()}
-        lay.nginx_conf.write_text(
-            native_conf(
-                listen=f"{self.s.bind_address}:{self.s.prefect_port}",
-                api_addresses=[f"{topology.LOOPBACK}:{p}" for p in self.s.api_ports],
-                status_listen=f"{topology.LOOPBACK}:{self.s.nginx_status_port}",
-                run_dir=lay.run,
-                nginx_dir=lay.nginx,
-                log_exporter=f"{topology.LOOPBACK}:{self.s.nginx_log_exporter_port}",
-            )
-        )
+        self.write_nginx_conf()
         _write_private(lay.prometheus_password, self.s.auth_string.partition(":")[2])
         lay.prometheus_conf.write_text(
             native_prometheus(
@@ -151,6 +142,24 @@ class NativeStack:
         write_config(lay, self.s.project_name, self.services)
         rewritten = [name for name, path in reloadable.items() if _read(path) != before[name]]
         return changed, rewritten
+
+    def write_nginx_conf(self, drained: frozenset[int] = frozenset()) -> None:
+        """nginx.conf with every replica, those on a DRAINED port marked `down`
+        (nginx sends them no new request; `rollout` drains a replica this way)."""
+        lay = self.layout
+        lay.nginx_conf.write_text(
+            native_conf(
+                listen=f"{self.s.bind_address}:{self.s.prefect_port}",
+                api_addresses=[
+                    f"{topology.LOOPBACK}:{p}" + (" down" if p in drained else "")
+                    for p in self.s.api_ports
+                ],
+                status_listen=f"{topology.LOOPBACK}:{self.s.nginx_status_port}",
+                run_dir=lay.run,
+                nginx_dir=lay.nginx,
+                log_exporter=f"{topology.LOOPBACK}:{self.s.nginx_log_exporter_port}",
+            )
+        )
 
     def _redis_local_conf(self) -> str:
         s = self.s
@@ -203,7 +212,7 @@ class NativeStack:
             self.report(item.name, f"skipped: {item.reason}")
         running = self.sup.all_info() if self.sup.running() else {}
         self.preflight(running)
-        changed, rewritten = self._write_files()
+        changed, rewritten = self.write_files()
         if running:
             self.sup.reload_config()
             for name in rewritten:
@@ -211,10 +220,17 @@ class NativeStack:
                     self.sup.signal(name, "HUP")  # nginx and Prometheus reload on HUP
                     self.report(name, "reloaded its configuration")
             changed = [n for n in changed if n in running and running[n].state == "RUNNING"]
-            if changed:
+            rolling = [n for n in changed if n.startswith(("api-", "services-"))]
+            others = [n for n in changed if n not in rolling]
+            if rolling:
+                notices.append(
+                    f"configuration changed for {', '.join(rolling)}; apply it with "
+                    "`prefectstack rollout` (one at a time, no request fails)"
+                )
+            if others:
                 notices.append(
                     "configuration changed for running services "
-                    f"{', '.join(changed)}; apply it with `prefectstack restart SERVICE`"
+                    f"{', '.join(others)}; apply it with `prefectstack restart SERVICE`"
                 )
         else:
             try:
@@ -235,6 +251,10 @@ class NativeStack:
                 if created:
                     self.report("postgres", f"created database {self.s.postgres_db} with pg_trgm")
         return notices
+
+    def start_healthy(self, names: list[str]) -> None:
+        """Start services (if not running) and wait at their health gates."""
+        self._start_stage([self.service(name) for name in names])
 
     def _start_stage(self, stage: list[topology.Service]) -> None:
         pending = {}
@@ -324,7 +344,7 @@ class NativeStack:
     def restart(self, name: str) -> None:
         svc = self.service(name)
         self._require_running()
-        self._write_files()
+        self.write_files()
         self.sup.reload_config()
         self.sup.stop(name)
         self.report(name, "stopped")

@@ -71,6 +71,7 @@ class Outcome:
     recovery_s: float | None = None
     worst_run_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    tag: str = ""  # the workload's flow runs carry it
 
     @property
     def passed(self) -> bool:
@@ -126,31 +127,49 @@ class Api:
 def run_component(
     target, api: Api, component: str, workload: Workload, report: Callable[[str], None]
 ) -> Outcome:
-    outcome = Outcome(component)
-    tag = f"drill-{component}-{uuid.uuid4().hex[:8]}"
+    def crash(outcome: Outcome) -> None:
+        killed_at = time.monotonic()
+        before = target.kill(component)
+        outcome.killed = sorted(before)
+        report(f"{component}: SIGKILL {', '.join(outcome.killed)}")
+        outcome.recovery_s = _wait_recovered(
+            target, component, before, killed_at, workload, outcome
+        )
+        if outcome.recovery_s is None:
+            outcome.notes.append(f"not healthy again within {workload.recovery_timeout_s}s")
+
+    return under_load(api, component, workload, crash, report)
+
+
+def under_load(
+    api: Api,
+    label: str,
+    workload: Workload,
+    disrupt: Callable[[Outcome], None],
+    report: Callable[[str], None],
+) -> Outcome:
+    """Run the workload, call DISRUPT once runs are in flight (it records what it
+    did and when the stack was whole again in the outcome), then count the losses.
+    The drill's crashes and `rollout`'s test both measure this way."""
+    outcome = Outcome(label, tag=f"drill-{label}-{uuid.uuid4().hex[:8]}")
     since = datetime.now(UTC) - timedelta(minutes=1)
     with tempfile.TemporaryDirectory(prefix="prefectstack-drill-") as tmp:
-        clients = _start_clients(api, tag, workload, Path(tmp))
+        clients = _start_clients(api, outcome.tag, workload, Path(tmp))
         try:
             in_flight = poll(
-                lambda: len(api.flow_runs(tag)), lambda n: n >= 1, timeout=90, interval=1.0
+                lambda: len(api.flow_runs(outcome.tag)),
+                lambda n: n >= 1,
+                timeout=90,
+                interval=1.0,
             )
             if not in_flight:
                 raise DrillError("no flow run started within 90 s: is the stack healthy?")
-            killed_at = time.monotonic()
-            before = target.kill(component)
-            outcome.killed = sorted(before)
-            report(f"{component}: SIGKILL {', '.join(outcome.killed)}")
-            outcome.recovery_s = _wait_recovered(
-                target, component, before, killed_at, workload, outcome
-            )
-            if outcome.recovery_s is None:
-                outcome.notes.append(f"not healthy again within {workload.recovery_timeout_s}s")
+            disrupt(outcome)
             results = _collect(clients, workload)
         finally:
             for proc, _ in clients:
                 proc.kill()
-    _count(api, tag, results, outcome, since, workload, report)
+    _count(api, outcome.tag, results, outcome, since, workload, report)
     return outcome
 
 
