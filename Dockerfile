@@ -1,16 +1,21 @@
-# The stack's Prefect image: the official Prefect 3.9.1 server image (which
-# already ships prefect-redis) plus the prefectstack package, so the stack's own
-# health checks and exporter run inside it. Python 3.11 matches uv.lock.
-FROM prefecthq/prefect:3.9.1-python3.11
+# The stack's Prefect image: the official Prefect server image of the release
+# .env names (PREFECT_VERSION, passed by docker-compose.yml; it already ships
+# prefect-redis) plus the prefectstack package, so the stack's own health checks
+# and exporter run inside it. Python 3.11 matches uv.lock.
+ARG PREFECT_VERSION
+FROM prefecthq/prefect:${PREFECT_VERSION}-python3.11
+ARG PREFECT_VERSION
 
-# uv installs exactly the versions uv.lock pins (Prefect itself stays 3.9.1).
+# uv installs exactly the versions uv.lock pins for its release (another release
+# keeps its own Prefect: src/prefectstack/releases/requirements.py).
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 
 WORKDIR /opt/prefectstack
 COPY pyproject.toml uv.lock README.md ./
-RUN uv export --frozen --no-dev --no-emit-project --no-hashes -o /tmp/requirements.txt \
+COPY src/prefectstack/releases/requirements.py /tmp/requirements.py
+RUN python /tmp/requirements.py "$PREFECT_VERSION" . > /tmp/requirements.txt \
     && uv pip install --system --no-cache -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && rm /tmp/requirements.txt /tmp/requirements.py
 COPY src ./src
 COPY deploy ./deploy
 RUN uv pip install --system --no-cache --no-deps . \

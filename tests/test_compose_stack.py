@@ -24,9 +24,11 @@ from prefectstack.operations.drill_targets import COMPONENTS
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
 from background_workload import BackgroundWorkload
 from bench_figures import assert_bench_runs_deleted, assert_complete, run_short_bench
+from rollout_workload import POOL_KEY, rollout_under_load, set_env_value
 from test_native_e2e import poll
 
 BASE_IMAGE = "prefectstack-local/debian:bookworm"
+ROLLED = ("prefect-api", "prefect-background")
 
 
 @pytest.fixture()
@@ -262,6 +264,56 @@ def test_bench_through_compose_reports_every_figure(stack):
     assert_complete(figures, stock=False)
     assert figures["machine"]["mode"] == "compose"
     assert_bench_runs_deleted(stack)
+
+
+def _container_env(container_id: str) -> dict[str, str]:
+    env = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .Config.Env}}", container_id],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(item.split("=", 1) for item in json.loads(env))
+
+
+def _configuration_row(stack) -> dict:
+    rows = json.loads(stack.cli("doctor", "--json", check=False).stdout)
+    return next(row for row in rows if row["name"] == "configuration")
+
+
+def test_rollout_under_load_replaces_every_container_and_loses_nothing(stack):
+    """A changed setting in .env: the rollout replaces each replica and services
+    container by one with the setting, one at a time, under load, losing nothing."""
+    before = {row["Name"] for svc in ROLLED for row in stack.containers(svc)}
+    old_pool = set_env_value(stack, POOL_KEY, "6")
+    try:
+        assert set(_configuration_row(stack)["detail"].split(" run ")[0].split(", ")) == before
+        rolled = rollout_under_load(stack)
+        assert _configuration_row(stack)["status"] == "pass"
+        after = {svc: stack.containers(svc) for svc in ROLLED}
+        assert sorted(rolled) == sorted(row["Name"] for rows in after.values() for row in rows)
+        assert not before & set(rolled), "an old container is still running"
+        assert len(after["prefect-api"]) == int(stack.env["PREFECT_API_REPLICAS"])
+        assert len(after["prefect-background"]) == int(stack.env["PREFECT_SERVICES_REPLICAS"])
+        for row in after["prefect-api"]:
+            assert _container_env(row["ID"])[POOL_KEY] == "6", row["Name"]
+        assert len(_spread(stack, len(after["prefect-api"]))) == len(after["prefect-api"])
+    finally:
+        set_env_value(stack, POOL_KEY, old_pool)
+
+
+def test_rollout_stops_at_a_container_that_does_not_become_healthy(stack):
+    """A database name the new replica cannot use: it never becomes ready, so the
+    rollout removes it and stops with the reason; the old replicas keep serving."""
+    before = sorted(row["Name"] for row in stack.containers("prefect-api"))
+    old_db = set_env_value(stack, "POSTGRES_DB", "nosuchdb")
+    try:
+        result = stack.cli("rollout", check=False, timeout=900)
+    finally:
+        set_env_value(stack, "POSTGRES_DB", old_db)
+    assert result.returncode == 1, result.stdout
+    assert "rollout stopped at" in result.stderr and "prefect-api" in result.stderr, result.stderr
+    assert "the old containers keep serving" in result.stderr
+    assert sorted(row["Name"] for row in stack.containers("prefect-api")) == before
+    assert httpx.get(f"{stack.lb}/api/ready", timeout=10).status_code == 200
 
 
 def test_down_keeps_the_data_and_down_v_removes_it(stack, client_home):

@@ -102,6 +102,7 @@ def assert_drill_lost_nothing(stack, components: list[str]) -> list[dict]:
     """`prefectstack drill --json` with a small workload; every count must be 0."""
     result = stack.cli("drill", "--clients", "2", "--runs", "5", "--json", check=False,
                        timeout=1800)  # fmt: skip
+    assert result.stdout.strip(), f"drill exited {result.returncode}:\n{result.stderr[-3000:]}"
     outcomes = json.loads(result.stdout)
     assert [o["component"] for o in outcomes] == components
     for o in outcomes:

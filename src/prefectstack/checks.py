@@ -11,6 +11,7 @@ from dotenv import dotenv_values
 
 from .localports import bindable
 from .prefect_env import shared_env
+from .releases.versions import bundled
 from .settings import PORT_KEYS, SettingsError, StackSettings, load_settings
 
 # Passwords the seed shipped or that a scanner tries first.
@@ -273,6 +274,17 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
             f"{s.bind_address} publishes the UIs beyond this host, and Prometheus and "
             "Alertmanager have no login: put TLS in front (README: TLS at nginx) and let a "
             "firewall admit only the ports users need",
+        )
+    try:
+        release = bundled()
+    except (OSError, LookupError):  # no uv.lock beside this installation
+        release = s.prefect_version
+    if s.prefect_version != release:
+        add(
+            "warning",
+            "PREFECT_VERSION",
+            f"the stack runs Prefect {s.prefect_version}; this checkout bundles {release}: "
+            "`prefectstack upgrade` moves the stack to it while it serves",
         )
     found += check_service_layout(s, shared_env())
     if s.backup_keep_weeks == 0 and s.backup_keep_months == 0:

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .releases.versions import VERIFIED_PREFECT
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Characters that survive inside a URL, a libpq conninfo and a shell word
@@ -96,6 +98,7 @@ class StackSettings(BaseSettings):
     postgres_shared_buffers: str
 
     # --- Prefect -------------------------------------------------------------
+    prefect_version: str
     prefect_port: Port
     prefect_api_replicas: Annotated[int, Field(ge=1, le=32)]
     prefect_api_first_port: Port
@@ -189,6 +192,16 @@ class StackSettings(BaseSettings):
             raise ValueError(
                 "may contain only letters, digits and . _ ~ - (it is embedded in "
                 "connection URLs); `prefectstack init` generates a suitable value"
+            )
+        return v
+
+    @field_validator("prefect_version")
+    @classmethod
+    def _verified_release(cls, v: str) -> str:
+        if v not in VERIFIED_PREFECT:
+            raise ValueError(
+                f"Prefect {v} is not a release prefectstack was verified on "
+                f"({', '.join(VERIFIED_PREFECT)})"
             )
         return v
 

@@ -89,7 +89,7 @@ def compose_guard(action):
     try:
         return action()
     except ComposeError as exc:
-        raise fail([str(exc)]) from None
+        raise fail(getattr(exc, "problems", None) or [str(exc)]) from None
 
 
 def postgres(env_file: Path, mode: str):

@@ -37,12 +37,19 @@ def images_build(
         bool, typer.Option(help="Make the Debian base again with debootstrap")
     ] = False,
     no_cache: Annotated[bool, typer.Option(help="Build every layer again")] = False,
+    prefect_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Prefect release of the Prefect image (default: the one uv.lock "
+            "bundles; PREFECT_VERSION in .env names the one compose runs)"
+        ),
+    ] = None,
 ) -> None:
     """Build every image docker-compose.local-images.yml names (layers are cached)."""
     from ..compose import base_image, images
 
     try:
-        everything = images.planned()
+        everything = images.planned(prefect_version=prefect_version)
         plan = images.select(everything, only or [])
         prefect = next(i.tag for i in everything if i.name == "prefect")
         if rebuild_base or not images.exists(images.BASE_IMAGE):

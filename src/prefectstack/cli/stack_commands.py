@@ -1,4 +1,5 @@
-"""Native stack lifecycle: up, down, status, logs, restart, stop, kill."""
+"""Stack lifecycle: up, down, status, logs, restart, stop, kill (native); rollout
+and upgrade (both modes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,19 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import DEFAULT_ENV, EnvFile, Mode, check_mode, console, err, fail, guarded, native
+from .common import (
+    DEFAULT_ENV,
+    EnvFile,
+    Mode,
+    check_mode,
+    compose_guard,
+    console,
+    err,
+    fail,
+    guarded,
+    native,
+    settings_from,
+)
 
 
 @app.command()
@@ -97,12 +110,18 @@ def rollout(env_file: EnvFile = DEFAULT_ENV, mode: Mode = "native") -> None:
     time with the current configuration, each drained from nginx first: no request
     fails. Stops at a replica that does not become healthy (exit 1)."""
     check_mode(mode)
+    say = lambda line: err.print(line, highlight=False)  # noqa: E731
     if mode == "compose":
-        raise fail(["rollout is not available in compose mode yet"])
+        from ..compose import rollout as compose_rollout
+
+        s = settings_from(env_file)
+        rolled = compose_guard(lambda: compose_rollout.rollout(s, say))
+        console.print(f"rolled out: {', '.join(rolled)}")
+        return
     from ..native.rollout import rollout as roll
 
     stack = native(env_file)
-    rolled = guarded(lambda: roll(stack, lambda line: err.print(line, highlight=False)))
+    rolled = guarded(lambda: roll(stack, say))
     console.print(f"rolled out: {', '.join(rolled)}")
 
 
@@ -132,3 +151,42 @@ def _duration(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+@app.command()
+def upgrade(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="The Prefect release (default: the one uv.lock bundles)."),
+    ] = None,
+    env_file: EnvFile = DEFAULT_ENV,
+    mode: Mode = "native",
+    with_downtime: Annotated[
+        bool,
+        typer.Option(
+            help="Stop the API for the migration (for a migration the running "
+            "release may not survive)."
+        ),
+    ] = False,
+) -> None:
+    """Move the stack to another Prefect release while it serves: check, prepare
+    the release, back up, migrate, set PREFECT_VERSION in .env, roll out."""
+    from ..releases import upgrade as upgrading
+    from ..releases.versions import bundled
+
+    check_mode(mode)
+    s = settings_from(env_file)
+    say = lambda line: err.print(line, highlight=False)  # noqa: E731
+    try:
+        plan = upgrading.validate(s, to or bundled())
+        plan.with_downtime = with_downtime
+        if mode == "compose":
+            target = compose_guard(lambda: upgrading.ComposeTarget(s))
+        else:
+            target = upgrading.NativeTarget(native(env_file))
+        rolled = guarded(lambda: upgrading.upgrade(s, plan, target, say))
+    except upgrading.UpgradeError as exc:
+        raise fail(exc.problems) from None
+    console.print(f"upgraded to Prefect {plan.target}")
+    if rolled:
+        console.print(f"rolled out: {', '.join(rolled)}")

@@ -1,16 +1,19 @@
 """Registry-free images: what `prefectstack images build` builds, and how.
 
 The tags come from docker-compose.local-images.yml (the file compose runs
-them from), so a tag is written once. Each image is built by `docker build`
-from a Dockerfile under deploy/ on top of a Debian base made with debootstrap
-(base_image.py); the classic builder is used because it needs no buildx
-plugin and no registry, and its `Step i/n` lines drive the progress display.
+them from), so a tag is written once; the Prefect image's carries the Prefect
+release (`${PREFECT_VERSION}`), which is also its build argument. Each image is
+built by `docker build` from a Dockerfile under deploy/ on top of a Debian base
+made with debootstrap (base_image.py); the classic builder is used because it
+needs no buildx plugin and no registry, and its `Step i/n` lines drive the
+progress display.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from ..paths import REPO_ROOT
+from ..releases.versions import bundled
 
 LOCAL_COMPOSE_FILE = "docker-compose.local-images.yml"
 PREFIX = "prefectstack-local/"
@@ -76,13 +80,16 @@ _ComposeLoader.add_constructor(
 )
 
 
-def planned(root: Path = REPO_ROOT) -> list[Image]:
-    """Every local image the override file names, the Prefect image first."""
+def planned(root: Path = REPO_ROOT, prefect_version: str | None = None) -> list[Image]:
+    """Every local image the override file names, the Prefect image first, that
+    one for PREFECT_VERSION (default: the release uv.lock bundles)."""
     path = root / LOCAL_COMPOSE_FILE
     model = yaml.load(path.read_text(), Loader=_ComposeLoader)
     by_tag: dict[str, list[str]] = {}
     for service, spec in (model.get("services") or {}).items():
-        ref = (spec or {}).get("image") or ""
+        ref = ((spec or {}).get("image") or "").replace(
+            "${PREFECT_VERSION}", prefect_version or bundled()
+        )
         if ref.startswith(PREFIX):
             by_tag.setdefault(ref, []).append(service)
     images = []
@@ -132,6 +139,7 @@ def build_argv(image: Image, prefect_tag: str, *, no_cache: bool, root: Path) ->
         "--build-arg", f"BASE={BASE_IMAGE}",
         "--build-arg", f"BUILD_CA={BUILD_CA_IMAGE}",
         "--build-arg", f"PREFECT_IMAGE={prefect_tag}",
+        "--build-arg", f"PREFECT_VERSION={prefect_tag.rsplit(':', 1)[1]}",
     ]  # fmt: skip
     if recipe.target:
         argv += ["--target", recipe.target]
@@ -191,3 +199,15 @@ def default_ca_bundle() -> Path:
         if os.environ.get(key):
             return Path(os.environ[key])
     return Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def build_prefect(version: str, say: Callable[[str], None]) -> str:
+    """The local Prefect image of one release (for `upgrade`); returns its tag."""
+    if not exists(BASE_IMAGE):
+        raise ImageError(f"{BASE_IMAGE} is missing: run `prefectstack images build` first")
+    image = next(i for i in planned(prefect_version=version) if i.name == "prefect")
+    with tempfile.TemporaryDirectory(prefix="prefectstack-ca-") as tmp:
+        build_ca_image(default_ca_bundle(), Path(tmp))
+    say(f"building {image.tag}")
+    build(image, image.tag, on_step=lambda done, total, text: say(f"  step {done}/{total}: {text}"))
+    return image.tag

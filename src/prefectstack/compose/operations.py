@@ -9,6 +9,7 @@ container, which sits on the backend network with the servers' settings.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -101,7 +102,33 @@ def doctor(s: StackSettings) -> list[Check]:
          "--json"],
         capture=True,
     )  # fmt: skip
-    return [Check(**row) for row in json.loads(out)]
+    return [*(Check(**row) for row in json.loads(out)), configuration_check(s)]
+
+
+def outdated_containers(s: StackSettings) -> list[str]:
+    """Running Prefect server containers that `docker compose up -d` would recreate,
+    because .env or the compose files changed since they were created: compose's
+    own decision, from a dry run."""
+    result = subprocess.run(
+        [*base(s), "--dry-run", "up", "-d", "--no-deps", "--no-build", *WRITERS],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ComposeError(f"docker compose --dry-run up failed: {result.stderr.strip()[-500:]}")
+    found = re.findall(r"Container (\S+)\s+Recreate", result.stdout + result.stderr)
+    return sorted(set(found))
+
+
+def configuration_check(s: StackSettings) -> Check:
+    outdated = outdated_containers(s)
+    if outdated:
+        return Check(
+            "configuration",
+            "warn",
+            f"{', '.join(outdated)} run an older configuration: "
+            "`prefectstack rollout --mode compose` applies it (one at a time, no request fails)",
+        )
+    return Check("configuration", "pass", "every Prefect container runs the current configuration")
 
 
 def replica_api_url(s: StackSettings) -> str:

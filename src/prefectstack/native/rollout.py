@@ -62,6 +62,7 @@ def rollout(stack: NativeStack, say: Callable[[str], None]) -> list[str]:
         raise StackError([f"the native stack in {stack.layout.root} is not running"])
     if stack.sup.info("nginx").state != "RUNNING":
         raise StackError(["rollout needs the load balancer (nginx) running"])
+    stack.prepare_runtime()  # PREFECT_VERSION may name a release not installed yet
     stack.write_files()
     stack.sup.reload_config()  # the new environment of every process, new replicas
     reload_nginx(stack)

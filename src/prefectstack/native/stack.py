@@ -14,6 +14,7 @@ from ..health import Probe
 from ..localports import bindable
 from ..monitoring.config import native_alertmanager, native_prometheus
 from ..nginx_config import native_conf
+from ..releases import runtime
 from ..settings import StackSettings
 from . import postgres, topology
 from .layout import Layout
@@ -203,6 +204,13 @@ class NativeStack:
         if problems:
             raise StackError(problems)
 
+    def prepare_runtime(self) -> None:
+        """The environment of the Prefect release in .env, installed on first use."""
+        try:
+            runtime.ensure(self.s.prefect_version, lambda line: self.report("prefect", line))
+        except runtime.RuntimeEnvError as exc:
+            raise StackError([str(exc)]) from None
+
     # --- up ----------------------------------------------------------------------------
     def up(self) -> list[str]:
         """Start everything not yet running, stage by stage behind health gates.
@@ -212,6 +220,7 @@ class NativeStack:
             self.report(item.name, f"skipped: {item.reason}")
         running = self.sup.all_info() if self.sup.running() else {}
         self.preflight(running)
+        self.prepare_runtime()
         changed, rewritten = self.write_files()
         if running:
             self.sup.reload_config()

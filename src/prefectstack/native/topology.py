@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import health
 from ..prefect_env import Endpoints, connection_env, server_env
+from ..releases import runtime
 from ..settings import StackSettings
 from . import monitoring, postgres, webuis
 from .launch import read_pid
@@ -54,7 +55,12 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
     skipped: list[Skipped] = []
     ep = endpoints(s)
     env0 = base_env(layout)
-    prefect = str(Path(sys.executable).parent / "prefect")
+    # Found on PATH in the release's own environment (releases/runtime.py): an
+    # upgrade changes each process's environment, not its command, so
+    # supervisord restarts none of them until the rollout does.
+    prefect = "prefect"
+    prefect_path = f"{runtime.bin_dir(s.prefect_version)}:{env0['PATH']}"
+    ui_dir = layout.prefect_home / f"ui-{s.prefect_version}"
     password = s.postgres_password.get_secret_value()
     redis_password = s.redis_password.get_secret_value()
 
@@ -66,6 +72,7 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
     def prefect_env(app_name: str, **extra: str) -> dict[str, str]:
         return {
             **env0,
+            "PATH": prefect_path,
             **server_env(s, ep, application_name=app_name),
             "PREFECT_HOME": str(layout.prefect_home),
             **extra,
@@ -141,7 +148,8 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                     f"prefect-api-{i}",
                     PREFECT_SERVER_API_HOST=LOOPBACK,
                     PREFECT_SERVER_API_PORT=str(port),
-                    PREFECT_UI_STATIC_DIRECTORY=str(layout.prefect_home / "ui"),
+                    # Each release writes its own UI files there.
+                    PREFECT_UI_STATIC_DIRECTORY=str(ui_dir),
                 ),
                 # Alone first on a fresh database: replicas starting together race
                 # to register the default block types and one of them exits.

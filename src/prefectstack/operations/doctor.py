@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ from .. import health
 from ..backups.layout import listing
 from ..monitoring.background_tasks import stuck_background_task_runs
 from ..monitoring.exporter import STREAM_GROUPS, STUCK_ENV
+from ..releases import migrations
 from ..settings import StackSettings
 
 LOOPBACK = "127.0.0.1"
@@ -38,20 +37,20 @@ class Check:
         return self.__dict__.copy()
 
 
-@cache
-def prefect_schema_head() -> str:
-    """The newest Prefect migration this installation ships (PostgreSQL branch)."""
+def installed_migrations_dir() -> Path:
+    """The PostgreSQL migrations of the Prefect this process imports."""
     import prefect.server.database as database
 
-    versions = Path(database.__file__).parent / "_migrations" / "versions" / "postgresql"
-    revisions, parents = set(), set()
-    for path in versions.glob("*.py"):
-        text = path.read_text()
-        revisions |= set(re.findall(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M))
-        for line in re.findall(r"^down_revision\s*=\s*(.+)$", text, re.M):
-            parents |= set(re.findall(r"[0-9a-f]{12}", line))
-    heads = revisions - parents
-    return ",".join(sorted(heads))
+    return Path(database.__file__).parent / "_migrations" / "versions" / "postgresql"
+
+
+def native_migrations_dir(s: StackSettings) -> Path:
+    """Those of the release the native stack runs (its own environment)."""
+    from ..releases import runtime
+
+    if runtime.ready(s.prefect_version):
+        return runtime.migrations_dir(s.prefect_version)
+    return installed_migrations_dir()
 
 
 def _probe(name: str, fn: Callable[[], health.Probe]) -> Check:
@@ -73,6 +72,7 @@ class Targets:
     docket_db: int
     services_expected: int
     stuck_after_s: float
+    schema_dir: Path  # the running release's migrations: what "at head" means
 
     @classmethod
     def native(cls, s: StackSettings) -> Targets:
@@ -101,6 +101,7 @@ class Targets:
             docket_db=s.prefect_docket_redis_db,
             services_expected=s.prefect_services_replicas,
             stuck_after_s=s.background_task_stuck_seconds,
+            schema_dir=native_migrations_dir(s),
         )
 
     @classmethod
@@ -135,6 +136,7 @@ class Targets:
             docket_db=docket_db,
             services_expected=int(env.get("PREFECTSTACK_SERVICES_REPLICAS", "1")),
             stuck_after_s=float(env[STUCK_ENV]),
+            schema_dir=installed_migrations_dir(),
         )
 
 
@@ -152,7 +154,7 @@ def _postgres(t: Targets) -> list[Check]:
             stuck = stuck_background_task_runs(conn, t.stuck_after_s) if current else []
     except psycopg.Error as exc:
         return [Check("postgres", "fail", str(exc).strip().splitlines()[0])]
-    head = prefect_schema_head()
+    head = migrations.head(t.schema_dir)
     at_head = current is not None and current[0] == head
     return [
         Check("postgres", "pass", f"PostgreSQL {version}, {used}/{limit} connections"),

@@ -1,5 +1,6 @@
-"""prefectstack's Prefect plugin: installs the Redis background-task queue and a
-shorter docket redelivery timeout in Prefect's server processes.
+"""prefectstack's Prefect plugin: installs the Redis background-task queue, a
+shorter docket redelivery timeout and an exit on a failed background service in
+Prefect's server processes.
 
 Prefect 3.9.1 has no setting for its task queue (the other pluggable backends,
 e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, are module paths), so the queue
@@ -14,10 +15,7 @@ from __future__ import annotations
 
 from prefect.plugins import register_hook
 
-# Both replace behaviour read in this Prefect release; a new release must be
-# re-read (prefect/server/task_queue.py, api/task_runs.py,
-# api/background_workers.py) before it is allowed.
-VERIFIED_PREFECT = ("3.9.1",)
+from ..releases.versions import VERIFIED_PREFECT
 
 
 @register_hook
@@ -26,10 +24,11 @@ def setup_environment(*, ctx):
         raise RuntimeError(
             f"prefectstack's Prefect plugin is verified on Prefect {', '.join(VERIFIED_PREFECT)}, "
             f"not {ctx.prefect_version}: re-read the files named in "
-            "prefectstack/prefect_plugin/__init__.py and extend VERIFIED_PREFECT"
+            "prefectstack/releases/versions.py and extend VERIFIED_PREFECT"
         )
-    from . import docket_redelivery, task_queue
+    from . import docket_redelivery, failed_services, task_queue
 
     task_queue.install()
     docket_redelivery.install()
+    failed_services.install()
     return None
