@@ -13,6 +13,8 @@ UV_VERSION=0.13.9   # the uv that wrote uv.lock
 # with its own data directory), plus the clients it uses for backups and checks.
 APT_PACKAGES=(
     postgresql postgresql-contrib postgresql-client
+    # continuous WAL archiving and base backups; jq reads its status in the scheduler
+    pgbackrest jq
     redis-server
     nginx
     prometheus prometheus-alertmanager

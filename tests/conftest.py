@@ -53,6 +53,15 @@ def make_env_file(directory: Path, **overrides: str) -> Path:
         GRAFANA_ADMIN_PASSWORD=secret("gf"),
         # Scheduled backups happen during the session, not once a day.
         BACKUP_SCHEDULE="@every 1m",
+        # WAL reaches the pgBackRest repository within seconds, and the retention
+        # test sees the vacuum act within a minute (on data it makes two days old).
+        WAL_ARCHIVE_TIMEOUT="15",
+        DB_VACUUM="events,flow_runs",
+        EVENTS_RETENTION="1d",
+        HEARTBEAT_EVENTS_RETENTION="1d",
+        FLOW_RUN_RETENTION="1d",
+        DB_VACUUM_INTERVAL_SECONDS="15",
+        DB_ORPHAN_CLEANUP_INTERVAL_SECONDS="15",
     )
     values.update(overrides)
     return write_env(directory / ".env", values)

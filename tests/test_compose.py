@@ -16,13 +16,15 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from prefectstack import generated, nginx_config
+from prefectstack import generated
+from prefectstack.backups import pgbackrest
+from prefectstack.loadbalancer import nginx_config
+from prefectstack.native import archiving, topology
 from prefectstack.native import postgres as native_postgres
-from prefectstack.native import topology
 from prefectstack.native.layout import Layout
 from prefectstack.native.tools import locate
 from prefectstack.prefect_env import shared_env
-from prefectstack.settings import NATIVE_ONLY_KEYS, load_settings
+from prefectstack.settings import CLI_ONLY_KEYS, NATIVE_ONLY_KEYS, load_settings
 
 from conftest import REPO, read_env, state_tmpdir
 
@@ -49,6 +51,7 @@ NATIVE_NAME = {
     "pgadmin": "pgadmin",
     "redis-ui": "redis-ui",
     "pgbackups": "backups",
+    "pgbackrest": "pgbackrest",
     "prometheus": "prometheus",
     "alertmanager": "alertmanager",
     "postgres-exporter": "postgres-exporter",
@@ -260,11 +263,12 @@ def test_every_prefect_server_gets_identical_multi_replica_settings(services):
 
 def test_env_example_and_compose_use_the_same_keys():
     example = set(dotenv_values(REPO / ".env.example"))
-    text = COMPOSE_FILE.read_text()
+    # docker-compose.yml and the overrides a user adds to COMPOSE_FILE.
+    text = "".join(path.read_text() for path in sorted(REPO.glob("docker-compose*.yml")))
     # COMPOSE_FILE is read by docker compose itself, not interpolated.
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", text)) | {"COMPOSE_FILE"}
     assert used <= example, f"compose uses keys missing from .env.example: {used - example}"
-    unused = example - used - NATIVE_ONLY_KEYS
+    unused = example - used - NATIVE_ONLY_KEYS - CLI_ONLY_KEYS
     assert not unused, f".env.example keys used by neither mode: {unused}"
     assert not (NATIVE_ONLY_KEYS & used), "a native-only key is used by compose"
 
@@ -273,7 +277,8 @@ def test_every_bind_mount_source_exists(services):
     missing = []
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
-            backups = volume["target"] == "/backups"  # created on first backup
+            # Created on first backup (the pgBackRest repository by the postgres image).
+            backups = volume["target"] in ("/backups", "/pgbackrest")
             ours = volume["type"] == "bind" and volume["source"].startswith(str(REPO))
             if ours and not backups and not Path(volume["source"]).exists():
                 missing.append(f"{name}: {volume['source']}")
@@ -433,16 +438,39 @@ def test_same_prefect_settings_in_both_modes(services, native):
 
 
 def test_same_postgres_server_settings(services, native):
-    settings, _ = native
+    settings, native_services = native
     command = services["postgres"]["command"]
     flags = [command[i + 1] for i, arg in enumerate(command) if arg == "-c"]
-    compose_flags = [f for f in flags if not f.startswith("port=")]
+    # The archive command differs only in where pgBackRest's options come from.
+    compose_flags = [f for f in flags if not f.startswith(("port=", "archive_command="))]
     native_flags = native_postgres.server_flags(settings)
-    norm = {"max_connections", "shared_buffers"}  # values come from each .env
+    norm = {"max_connections", "shared_buffers", "archive_timeout"}  # values from each .env
     assert [f.split("=")[0] for f in compose_flags] == [f.split("=")[0] for f in native_flags]
     assert [f for f in compose_flags if f.split("=")[0] not in norm] == [
         f for f in native_flags if f.split("=")[0] not in norm
     ]
+    assert "archive_command=pgbackrest archive-push %p" in flags
+    native_argv = native_services["postgres"].argv
+    config = archiving.config_path(Layout(settings.state_dir))
+    expected = f"--config={config} --stanza={settings.project_name} archive-push %p"
+    assert f"archive_command=pgbackrest {expected}" in native_argv
+
+
+def test_same_pgbackrest_options_in_both_modes(services, native):
+    """Compose's PGBACKREST_* variables are native mode's config file, paths aside."""
+    settings, _ = native
+    layout = Layout(settings.state_dir)
+    native_options = archiving.options(layout, settings)
+    paths = {"repo1-path", "pg1-path", "pg1-port", "pg1-socket-path", "log-path", "lock-path"}
+    expected = pgbackrest.env_vars(
+        {k: v for k, v in native_options.items() if k not in paths}, settings.project_name
+    )
+    for name in ("postgres", "pgbackrest"):
+        env = services[name]["environment"]
+        got = {k: v for k, v in env.items() if k.startswith("PGBACKREST_")}
+        path_keys = {f"PGBACKREST_{k.upper().replace('-', '_')}" for k in paths}
+        assert {k: v for k, v in got.items() if k not in path_keys} == expected, name
+        assert set(got) == set(expected) | path_keys, name
 
 
 def test_same_published_ports_from_the_same_keys(native):

@@ -17,15 +17,17 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from compose_harness import compose_stack  # noqa: F401 (the session fixture)
-from test_native_resilience import assert_drill_lost_nothing, loop_runs_survive
 
 from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
 from background_workload import BackgroundWorkload
 from bench_figures import assert_bench_runs_deleted, assert_complete, run_short_bench
+from conftest import Stack
 from rollout_workload import POOL_KEY, rollout_under_load, set_env_value
+from test_native_archiving import _flow_runs
 from test_native_e2e import poll
+from test_native_resilience import assert_drill_lost_nothing, loop_runs_survive
 
 BASE_IMAGE = "prefectstack-local/debian:bookworm"
 ROLLED = ("prefect-api", "prefect-background")
@@ -247,6 +249,39 @@ def test_backup_verify_and_restore_through_compose(stack, client_home):
     with stack.client() as client:
         assert client.post("/flow_runs/count", json={}).json() == kept
         assert client.get(f"/flow_runs/{extra}").status_code == 404
+
+
+def test_wal_is_archived_and_a_point_in_time_restore_works(stack):
+    """The postgres image carries pgBackRest: WAL reaches the repository in
+    BACKUP_DIR, the scheduler service takes base backups, and `restore --to-time`
+    brings the cluster back to a moment between two sets of flow runs."""
+    listed = poll(
+        lambda: json.loads(Stack.cli(stack, "backup", "list", "--json").stdout),
+        lambda b: b["base_backups"] and b["recoverable"],
+        timeout=240,
+        interval=5,
+    )
+    assert listed["base_backups"][0]["kind"] == "full", listed
+    archive = stack.dir / "backups" / "pgbackrest" / "archive" / stack.project
+    assert list(archive.glob("*/*/*.lz4")), "no WAL segment in the repository"
+    assert "(diff)" in stack.cli("backup", "--kind", "diff").stdout
+    doctor = {
+        row["name"]: row for row in json.loads(stack.cli("doctor", "--json", check=False).stdout)
+    }
+    for row in ("postgres: WAL archiving", "pgbackrest: base backups"):
+        assert doctor[row]["status"] == "pass", doctor[row]
+
+    before = _flow_runs(stack, 3, "before")
+    target = datetime.now(UTC)
+    after = _flow_runs(stack, 3, "after")
+    result = stack.cli("restore", "--to-time", target.strftime("%Y-%m-%dT%H:%M:%S.%f%z"),
+                       "--yes", timeout=1200)  # fmt: skip
+    assert "restored" in result.stdout, result.stderr
+    with stack.client() as client:
+        body = {"flow_runs": {"id": {"any_": sorted(before | after)}}}
+        assert {r["id"] for r in client.post("/flow_runs/filter", json=body).json()} == before
+    safety = re.search(r"the data it replaced is in (\S+):", result.stdout)
+    assert safety and os.path.getsize(safety.group(1)) > 0, result.stdout
 
 
 def test_doctor_passes_on_the_healthy_stack(stack):

@@ -132,6 +132,19 @@ BAD = [
      {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "0"}, "greater than or equal to 1"),
     ("PREFECT_WORKER_POOL", {"PREFECT_WORKER_POOL": "my pool"}, "must be a work pool name"),
     ("BIND_ADDRESS", {"BIND_ADDRESS": "localhost"}, "must be an IP address"),
+    ("PREFECT_VERSION", {"PREFECT_VERSION": "3.10.0"},
+     "is not a release prefectstack was verified on (3.9.0, 3.9.1)"),
+    ("WAL_ARCHIVE_TIMEOUT", {"WAL_ARCHIVE_TIMEOUT": "5"}, "greater than or equal to 10"),
+    ("PGBACKREST_FULL_SCHEDULE", {"PGBACKREST_FULL_SCHEDULE": "weekly"}, "must be @hourly, @daily"),
+    ("PGBACKREST_RETENTION_FULL", {"PGBACKREST_RETENTION_FULL": "0"}, "greater than or equal to 1"),
+    ("EVENTS_RETENTION", {"EVENTS_RETENTION": "7 days"}, "must be a number of days such as 7d"),
+    ("FLOW_RUN_RETENTION", {"FLOW_RUN_RETENTION": "0d"}, "must be a number of days such as 7d"),
+    ("DB_VACUUM", {"DB_VACUUM": "everything"}, "Input should be 'events' or 'events,flow_runs'"),
+    ("EVENTS_RETENTION", {"EVENTS_RETENTION": "1d", "BACKUP_SCHEDULE": "@weekly"},
+     "shorter than the time between two backups (BACKUP_SCHEDULE @weekly)"),
+    ("FLOW_RUN_RETENTION", {"DB_VACUUM": "events,flow_runs", "FLOW_RUN_RETENTION": "3d",
+                            "EVENTS_RETENTION": "30d", "BACKUP_SCHEDULE": "@weekly"},
+     "the data would be deleted before a dump could keep it"),
 ]  # fmt: skip
 
 

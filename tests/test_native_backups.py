@@ -27,7 +27,7 @@ def flow_run_ids(stack) -> set[str]:
 
 
 def backups(stack) -> list[dict]:
-    return json.loads(stack.cli("backup", "list", "--json").stdout)
+    return json.loads(stack.cli("backup", "list", "--json").stdout)["dumps"]
 
 
 def take_backup(stack) -> str:

@@ -4,15 +4,18 @@ without starting it. One finding per problem, naming the key and the fix."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from .backups.schedule import interval
+from .loadbalancer import tls
 from .localports import bindable
 from .prefect_env import shared_env
 from .releases.versions import bundled
-from .settings import PORT_KEYS, SettingsError, StackSettings, load_settings
+from .settings import PORT_KEYS, SettingsError, StackSettings, load_settings, retention_seconds
 
 # Passwords the seed shipped or that a scanner tries first.
 WEAK_PASSWORDS = {
@@ -271,10 +274,19 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
         add(
             "warning",
             "BIND_ADDRESS",
-            f"{s.bind_address} publishes the UIs beyond this host, and Prometheus and "
-            "Alertmanager have no login: put TLS in front (README: TLS at nginx) and let a "
-            "firewall admit only the ports users need",
-        )
+            f"{s.bind_address} publishes the UIs beyond this host"
+            + ("" if s.tls else " with TLS off: passwords and API traffic cross the network "
+               "in clear text; set TLS_SELF_SIGNED=true or TLS_CERT_FILE/TLS_KEY_FILE")
+            + "; pgAdmin, the Redis UI and Grafana are plain HTTP and Prometheus and "
+            "Alertmanager have no login: let a firewall admit only the ports users need "
+            "(README: TLS at nginx)",
+        )  # fmt: skip
+    for level, key, message in tls.problems(s):
+        add(level, key, message)
+    if s.tls and s.prefect_ui_api_url and s.prefect_ui_api_url.startswith("http:"):
+        add("error", "PREFECT_UI_API_URL",
+            "is http:// but the load balancer serves HTTPS (TLS is on): use https://")  # fmt: skip
+    found += _check_retention(s)
     try:
         release = bundled()
     except (OSError, LookupError):  # no uv.lock beside this installation
@@ -294,6 +306,35 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
             "with BACKUP_KEEP_MONTHS also 0, no backup is "
             f"kept longer than {s.backup_keep_days} days",
         )
+    return found
+
+
+def _check_retention(s: StackSettings) -> list[Finding]:
+    found = []
+    dumps = interval(s.backup_schedule)
+    kept = {"EVENTS_RETENTION": s.events_retention}
+    if "flow_runs" in s.db_vacuum:
+        kept["FLOW_RUN_RETENTION"] = s.flow_run_retention
+    for key, value in kept.items():
+        if timedelta(seconds=retention_seconds(value)) < dumps:
+            found.append(Finding(
+                "error", key,
+                f"{value} is shorter than the time between two backups (BACKUP_SCHEDULE "
+                f"{s.backup_schedule}): the data would be deleted before a dump could keep it; "
+                "keep it longer or back up more often",
+            ))  # fmt: skip
+    if retention_seconds(s.heartbeat_events_retention) > retention_seconds(s.events_retention):
+        found.append(Finding(
+            "warning", "HEARTBEAT_EVENTS_RETENTION",
+            f"{s.heartbeat_events_retention} is longer than EVENTS_RETENTION "
+            f"({s.events_retention}), which deletes them first",
+        ))  # fmt: skip
+    if "flow_runs" not in s.db_vacuum:
+        found.append(Finding(
+            "info", "DB_VACUUM",
+            "flow runs, task runs and logs are kept forever; add flow_runs "
+            f"(DB_VACUUM=events,flow_runs) to delete those that ended {s.flow_run_retention} ago",
+        ))  # fmt: skip
     return found
 
 

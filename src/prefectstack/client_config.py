@@ -18,11 +18,23 @@ RETRY_EXTRA_CODES = "500"
 
 def client_values(s: StackSettings, url: str | None = None) -> dict[str, str]:
     # PREFECT_UI_API_URL is, by definition, the load balancer as users reach it.
-    return {
+    values = {
         "PREFECT_API_URL": url or s.ui_api_url,
         "PREFECT_API_AUTH_STRING": s.auth_string,
         "PREFECT_CLIENT_RETRY_EXTRA_CODES": RETRY_EXTRA_CODES,
     }
+    if (ca := trusted_ca(s)) is not None:
+        # The CA of a self-signed or private certificate; Prefect's client (HTTP
+        # and websockets) verifies the load balancer against it.
+        values["PREFECT_API_SSL_CERT_FILE"] = str(ca)
+    return values
+
+
+def trusted_ca(s: StackSettings):
+    from .loadbalancer import tls
+
+    found = tls.files(s)
+    return found.ca if found is not None else None
 
 
 def as_env(values: dict[str, str]) -> str:
@@ -34,15 +46,18 @@ def as_toml(values: dict[str, str]) -> str:
         "# prefect.toml of a client project\n[api]\n"
         f'url = "{values["PREFECT_API_URL"]}"\n'
         f'auth_string = "{values["PREFECT_API_AUTH_STRING"]}"\n'
-        "\n[client]\n"
+        + (f'ssl_cert_file = "{values["PREFECT_API_SSL_CERT_FILE"]}"\n'
+           if "PREFECT_API_SSL_CERT_FILE" in values else "")
+        + "\n[client]\n"
         f'retry_extra_codes = "{values["PREFECT_CLIENT_RETRY_EXTRA_CODES"]}"\n'
-    )
+    )  # fmt: skip
 
 
 def write_profile(name: str, values: dict[str, str], *, activate: bool) -> str:
     """Create or update a Prefect profile (in $PREFECT_HOME/profiles.toml)."""
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
+        PREFECT_API_SSL_CERT_FILE,
         PREFECT_API_URL,
         PREFECT_CLIENT_RETRY_EXTRA_CODES,
         load_profiles,
@@ -56,6 +71,8 @@ def write_profile(name: str, values: dict[str, str], *, activate: bool) -> str:
         PREFECT_API_AUTH_STRING: values["PREFECT_API_AUTH_STRING"],
         PREFECT_CLIENT_RETRY_EXTRA_CODES: values["PREFECT_CLIENT_RETRY_EXTRA_CODES"],
     }
+    if "PREFECT_API_SSL_CERT_FILE" in values:
+        settings[PREFECT_API_SSL_CERT_FILE] = values["PREFECT_API_SSL_CERT_FILE"]
     if name in profiles.names:
         profiles.update_profile(name, settings)
     else:

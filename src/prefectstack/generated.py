@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import nginx_config
+from .loadbalancer import nginx_config
 from .monitoring import config as mon
 from .monitoring import dashboards
 from .paths import deploy_dir
@@ -16,6 +16,7 @@ from .paths import deploy_dir
 # Path under deploy/ -> renderer.
 GENERATED: dict[Path, Callable[[], str]] = {
     nginx_config.COMPOSE_CONF: nginx_config.compose_conf,
+    nginx_config.COMPOSE_TLS_CONF: lambda: nginx_config.compose_conf(tls=True),
     mon.COMPOSE_PROMETHEUS: mon.compose_prometheus,
     mon.COMPOSE_ALERTMANAGER_WEBHOOK: mon.compose_alertmanager_webhook,
     mon.COMPOSE_ALERTMANAGER_SILENT: mon.compose_alertmanager_silent,

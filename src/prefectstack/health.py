@@ -34,9 +34,16 @@ class Probe:
         return self.ok
 
 
-def http_ok(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3.0) -> Probe:
+def http_ok(
+    url: str,
+    *,
+    auth: tuple[str, str] | None = None,
+    timeout: float = 3.0,
+    verify: bool | str = True,
+) -> Probe:
+    """VERIFY=False where a TLS listener is checked for being up, not for its name."""
     try:
-        resp = httpx.get(url, auth=auth, timeout=timeout)
+        resp = httpx.get(url, auth=auth, timeout=timeout, verify=verify)
     except httpx.HTTPError as exc:
         return Probe(False, f"{url}: {type(exc).__name__}: {exc}".rstrip(": "))
     if resp.status_code != 200:

@@ -7,6 +7,7 @@ hosts differ per deployment mode but whose values all come from .env.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
 
@@ -67,7 +68,23 @@ def connection_env(s: StackSettings, ep: Endpoints) -> dict[str, str]:
     # inherit the messaging one and would default to localhost:6379.
     for block in ("PREFECT_REDIS_MESSAGING", "PREFECT_REDIS_WORKER_CLEANUP_QUEUE"):
         env.update({f"{block}_{k}": v for k, v in redis.items()})
-    return env
+    return {**env, **retention_env(s)}
+
+
+def retention_env(s: StackSettings) -> dict[str, str]:
+    """The data retention of .env as Prefect's db_vacuum service reads it (run by
+    the background services; the API replicas ignore it)."""
+    heartbeat = json.dumps({"prefect.flow-run.heartbeat": s.heartbeat_events_retention})
+    return {
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": s.events_retention,
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": s.db_vacuum,
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": s.flow_run_retention,
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": heartbeat,
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(s.db_vacuum_interval_seconds),
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ORPHAN_CLEANUP_LOOP_SECONDS": str(
+            s.db_orphan_cleanup_interval_seconds
+        ),
+    }
 
 
 def server_env(s: StackSettings, ep: Endpoints, *, application_name: str) -> dict[str, str]:

@@ -41,11 +41,14 @@ POSTGRES_SERVICE_HOST = "postgres"
 REDIS_SERVICE_HOST = "redis"
 
 
+# Keys prefectstack's commands read in both modes and docker compose never
+# interpolates (compose mounts what `prefectstack tls` made from them).
+CLI_ONLY_KEYS = frozenset({"TLS_SELF_SIGNED"})
+
 # Keys only native mode reads: in compose these ports are fixed inside the
 # backend network and the state lives in named volumes.
 NATIVE_ONLY_KEYS = frozenset(
     {
-        "STATE_DIR",
         "PREFECT_API_FIRST_PORT",
         "NGINX_STATUS_PORT",
         "POSTGRES_EXPORTER_PORT",
@@ -55,6 +58,16 @@ NATIVE_ONLY_KEYS = frozenset(
         "PREFECT_EXPORTER_PORT",
     }
 )
+
+
+# Whole days ("7d"): the form both this model and Prefect's settings read.
+RETENTION_RE = re.compile(r"^([1-9][0-9]{0,4})d$")
+
+
+def retention_seconds(value: str) -> int | None:
+    """A retention in days ("7d") as seconds, None if it is not one."""
+    match = RETENTION_RE.match(value)
+    return int(match.group(1)) * 86400 if match else None
 
 
 class SettingsError(Exception):
@@ -117,6 +130,12 @@ class StackSettings(BaseSettings):
     prefect_docket_redis_db: Annotated[int, Field(ge=0, le=15)]
     prefect_worker_pool: str
 
+    # --- TLS at the load balancer --------------------------------------------
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_self_signed: bool
+
     # --- Redis ---------------------------------------------------------------
     redis_password: SecretStr
     redis_maxmemory: str
@@ -151,6 +170,19 @@ class StackSettings(BaseSettings):
     backup_keep_days: Annotated[int, Field(ge=1)]
     backup_keep_weeks: Annotated[int, Field(ge=0)]
     backup_keep_months: Annotated[int, Field(ge=0)]
+    wal_archive_timeout: Annotated[int, Field(ge=10, le=3600)]
+    pgbackrest_repo_path: Path | None = None
+    pgbackrest_full_schedule: str
+    pgbackrest_diff_schedule: str
+    pgbackrest_retention_full: Annotated[int, Field(ge=1, le=100)]
+
+    # --- data retention ------------------------------------------------------
+    events_retention: str
+    heartbeat_events_retention: str
+    db_vacuum: Literal["events", "events,flow_runs"]
+    flow_run_retention: str
+    db_vacuum_interval_seconds: Annotated[int, Field(ge=10, le=604800)]
+    db_orphan_cleanup_interval_seconds: Annotated[int, Field(ge=10, le=2592000)]
 
     # --- validators ------------------------------------------------------------
     @field_validator("project_name")
@@ -234,7 +266,14 @@ class StackSettings(BaseSettings):
             raise ValueError("must be a work pool name: letters, digits, '.', '_' and '-'")
         return v
 
-    @field_validator("backup_schedule")
+    @field_validator("events_retention", "heartbeat_events_retention", "flow_run_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        if retention_seconds(v) is None:
+            raise ValueError("must be a number of days such as 7d")
+        return v
+
+    @field_validator("backup_schedule", "pgbackrest_full_schedule", "pgbackrest_diff_schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
         from .backups.schedule import valid
@@ -304,6 +343,18 @@ class StackSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _one_kind_of_certificate(self) -> StackSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_KEY_FILE and TLS_CERT_FILE go together: set both or neither")
+        if self.tls_self_signed and self.tls_cert_file is not None:
+            raise ValueError(
+                "TLS_SELF_SIGNED is true and TLS_CERT_FILE is set: choose one certificate"
+            )
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("TLS_CA_FILE names the CA of TLS_CERT_FILE, which is not set")
+        return self
+
+    @model_validator(mode="after")
     def _seed_connection_url(self) -> StackSettings:
         # The seed's .env carried the full URL; it is now derived from POSTGRES_*.
         # Accept it only when it says the same thing, so no password is typed twice
@@ -340,11 +391,22 @@ class StackSettings(BaseSettings):
     @property
     def lb_url(self) -> str:
         """The load balancer as seen from this machine."""
-        return f"http://{_loopback_for(self.bind_address)}:{self.prefect_port}"
+        return f"{self.lb_scheme}://{_loopback_for(self.bind_address)}:{self.prefect_port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert_file is not None
+
+    @property
+    def lb_scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def ui_api_url(self) -> str:
-        return self.prefect_ui_api_url or f"http://{self.bind_address}:{self.prefect_port}/api"
+        return (
+            self.prefect_ui_api_url
+            or f"{self.lb_scheme}://{self.bind_address}:{self.prefect_port}/api"
+        )
 
     @property
     def auth_string(self) -> str:
@@ -354,11 +416,17 @@ class StackSettings(BaseSettings):
     def api_ports(self) -> list[int]:
         return [self.prefect_api_first_port + i for i in range(self.prefect_api_replicas)]
 
+    @property
+    def pgbackrest_repo(self) -> Path:
+        """The pgBackRest repository (PGBACKREST_REPO_PATH, else BACKUP_DIR/pgbackrest)."""
+        return self.pgbackrest_repo_path or self.backup_dir / "pgbackrest"
+
     def resolve_paths(self, base: Path) -> StackSettings:
         """Make relative paths relative to the directory of the .env file."""
-        for name in ("state_dir", "backup_dir"):
-            value: Path = getattr(self, name)
-            if not value.is_absolute():
+        for name in ("state_dir", "backup_dir", "pgbackrest_repo_path", "tls_cert_file",
+                     "tls_key_file", "tls_ca_file"):  # fmt: skip
+            value: Path | None = getattr(self, name)
+            if value is not None and not value.is_absolute():
                 object.__setattr__(self, name, (base / value).resolve())
         return self
 

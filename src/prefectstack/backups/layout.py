@@ -66,8 +66,12 @@ def latest_name(db: str) -> str:
 
 
 def ensure_dirs(root: Path) -> None:
-    # A dump holds every secret Prefect stores: owner only.
-    for path in (root, *(root / folder for folder in FOLDERS)):
+    # A dump holds every secret Prefect stores: its folders are the owner's only.
+    # The root stays traversable (not listable) for PostgreSQL's account, whose
+    # pgBackRest repository lives in it by default.
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711)
+    for path in (root / folder for folder in FOLDERS):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o700)
 

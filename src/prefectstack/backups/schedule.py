@@ -25,6 +25,15 @@ def parse_every(spec: str) -> timedelta | None:
     return delta if delta.total_seconds() >= 60 else None
 
 
+def interval(spec: str) -> timedelta:
+    """The longest time between two runs of a valid SPEC."""
+    every = parse_every(spec)
+    if every is not None:
+        return every
+    days = {"@hourly": 1 / 24, "@daily": 1, "@midnight": 1, "@weekly": 7, "@monthly": 31}
+    return timedelta(days=days.get(spec, 366))
+
+
 def valid(spec: str) -> bool:
     return spec in DESCRIPTORS or parse_every(spec) is not None
 

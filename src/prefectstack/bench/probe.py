@@ -28,7 +28,10 @@ TIMEOUT_S = 30.0
 def _api() -> httpx.Client:
     api = get_current_settings().api
     auth = api.auth_string.get_secret_value().partition(":") if api.auth_string else None
-    return httpx.Client(base_url=api.url, auth=(auth[0], auth[2]) if auth else None, timeout=10)
+    verify = api.ssl_cert_file or True  # PREFECT_API_SSL_CERT_FILE: the stack's CA, with TLS
+    return httpx.Client(
+        base_url=api.url, auth=(auth[0], auth[2]) if auth else None, timeout=10, verify=verify
+    )
 
 
 def _ms_until(seen, since: float) -> float | None:

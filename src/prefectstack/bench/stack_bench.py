@@ -48,7 +48,8 @@ class Options:
 
 def _http(target: Target) -> httpx.Client:
     user, _, password = target.client_env["PREFECT_API_AUTH_STRING"].partition(":")
-    return httpx.Client(base_url=target.lb_url, auth=(user, password), timeout=30)
+    verify = target.client_env.get("PREFECT_API_SSL_CERT_FILE", True)  # the stack's CA, with TLS
+    return httpx.Client(base_url=target.lb_url, auth=(user, password), timeout=30, verify=verify)
 
 
 def machine(target: Target) -> dict:

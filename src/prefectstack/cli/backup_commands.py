@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,13 @@ from .common import (
     DEFAULT_ENV,
     EnvFile,
     Mode,
+    check_mode,
     compose_guard,
     console,
     err,
     fail,
     guarded,
+    native,
     postgres,
     settings_from,
 )
@@ -51,9 +54,25 @@ def _backup_guard(action):
 
 
 @backup_app.callback()
-def backup(ctx: typer.Context, env_file: EnvFile = DEFAULT_ENV, mode: Mode = "native") -> None:
+def backup(
+    ctx: typer.Context,
+    env_file: EnvFile = DEFAULT_ENV,
+    mode: Mode = "native",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="dump (pg_dump of the Prefect database), or a pgBackRest base backup of "
+            "the cluster: full, diff, incr."
+        ),
+    ] = "dump",
+) -> None:
     """Take a backup now (without a subcommand)."""
     if ctx.invoked_subcommand is not None:
+        return
+    if kind not in ("dump", "full", "diff", "incr"):
+        raise fail([f"--kind {kind}: use dump, full, diff or incr"])
+    if kind != "dump":
+        _base_backup(kind, env_file, mode)
         return
     from ..backups.operations import backup_now
 
@@ -67,27 +86,78 @@ def backup(ctx: typer.Context, env_file: EnvFile = DEFAULT_ENV, mode: Mode = "na
     console.print(f"backup written: {path} ({path.stat().st_size} bytes)")
 
 
+def _base_backup(kind: str, env_file: Path, mode: str) -> None:
+    from ..backups import repository
+    from ..backups.pgbackrest import BackRestError
+
+    check_mode(mode)
+    s = settings_from(env_file)
+    if mode == "compose":
+        from ..compose.archiving import pgbackrest_client
+
+        client = compose_guard(lambda: pgbackrest_client(s))
+    else:
+        from ..native import archiving
+
+        stack = native(env_file)
+        client = archiving.client(stack.layout, s)
+    try:
+        with console.status(f"pgBackRest {kind} backup"):
+            client.backup(kind)
+    except BackRestError as exc:
+        raise fail([str(exc)]) from None
+    newest = repository.read(s.pgbackrest_repo, s.project_name).newest()
+    console.print(f"base backup written: {newest.label if newest else '?'} ({kind})")
+
+
 @backup_app.command("list")
 def backup_list(
     env_file: EnvFile = DEFAULT_ENV,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List the backups, newest last, per folder."""
+    """List the backups: pg_dump files per folder and pgBackRest base backups,
+    oldest first, and the span a point-in-time restore can reach."""
+    from ..backups import repository
     from ..backups.layout import listing
 
     s = settings_from(env_file)
     files = listing(s.backup_dir, s.postgres_db)
+    repo = repository.read(s.pgbackrest_repo, s.project_name)
+    window = repo.window
     if as_json:
-        print(json.dumps([f.as_dict() for f in files], indent=2))
+        print(json.dumps({
+            "dumps": [f.as_dict() for f in files],
+            "base_backups": [
+                {"label": b.label, "kind": b.kind, "size": b.size,
+                 "started": b.started.isoformat(), "stopped": b.stopped.isoformat()}
+                for b in repo.backups
+            ],
+            "recoverable": {"from": window[0].isoformat(), "to": window[1].isoformat()}
+            if window else None,
+        }, indent=2))  # fmt: skip
         return
-    if not files:
-        console.print(f"no backups in {s.backup_dir}")
-        return
-    table = Table("folder", "file", "size", "created")
-    for f in files:
-        row = f.as_dict()
-        table.add_row(f.folder, f.path.name, f"{f.size / 1e6:.1f} MB", row["created"])
-    console.print(table)
+    if files:
+        table = Table("folder", "file", "size", "created", title="pg_dump backups")
+        for f in files:
+            row = f.as_dict()
+            table.add_row(f.folder, f.path.name, f"{f.size / 1e6:.1f} MB", row["created"])
+        console.print(table)
+    else:
+        console.print(f"no pg_dump backups in {s.backup_dir}")
+    if repo.backups:
+        columns = ("label", "kind", "size", "started", "finished")
+        table = Table(*columns, title="pgBackRest base backups")
+        for b in repo.backups:
+            table.add_row(b.label, b.kind, f"{b.size / 1e6:.1f} MB",
+                          b.started.isoformat(timespec="seconds"),
+                          b.stopped.isoformat(timespec="seconds"))  # fmt: skip
+        console.print(table)
+        console.print(
+            f"point-in-time restore reaches {window[0].isoformat(timespec='seconds')} "
+            f"to {window[1].isoformat(timespec='seconds')} (restore --to-time)"
+        )
+    else:
+        console.print(f"no pgBackRest base backup in {s.pgbackrest_repo}")
 
 
 @backup_app.command("verify")
@@ -105,12 +175,37 @@ def backup_verify(file: Path, env_file: EnvFile = DEFAULT_ENV, mode: Mode = "nat
 
 @app.command()
 def restore(
-    file: Path,
+    file: Annotated[Path | None, typer.Argument(help="A pg_dump backup (backup list).")] = None,
+    to_time: Annotated[
+        datetime | None,
+        typer.Option(
+            "--to-time",
+            formats=[
+                "%Y-%m-%dT%H:%M:%S.%f%z",
+                "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%dT%H:%M:%S.%f",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d %H:%M:%S",
+            ],
+            help="Point-in-time restore of the cluster from pgBackRest's repository to this "
+            "time (ISO 8601; UTC unless it has an offset).",
+        ),
+    ] = None,
+    to_latest: Annotated[
+        bool, typer.Option("--to-latest", help="Point-in-time restore to the end of the archive.")
+    ] = False,
     env_file: EnvFile = DEFAULT_ENV,
     mode: Mode = "native",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Replace the database with FILE (a backup of the current one is taken first)."""
+    """Replace the database with FILE (a backup of the current one is taken first), or
+    the whole cluster with its state at --to-time / --to-latest."""
+    if sum((file is not None, to_time is not None, to_latest)) != 1:
+        raise fail(["give one of FILE, --to-time TIMESTAMP or --to-latest"])
+    if file is None:
+        target = None if to_latest else _utc(to_time)
+        _restore_to(target, env_file, mode, yes)
+        return
     from ..backups.operations import restore as do_restore
 
     s, pg, retention, stack = _backup_context(env_file, mode)
@@ -145,6 +240,38 @@ def restore(
         f"[green]restored[/green] {file} ({checked.total_rows} rows); a backup of the "
         f"database it replaced: {safety}"
     )
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _restore_to(target: datetime | None, env_file: Path, mode: str, yes: bool) -> None:
+    from ..backups import pitr
+
+    check_mode(mode)
+    if mode == "compose":
+        from ..compose.archiving import ComposeCluster
+
+        control = compose_guard(lambda: ComposeCluster(settings_from(env_file)))
+    else:
+        from ..native.control import NativeCluster
+
+        control = NativeCluster(native(env_file))
+    what = target.isoformat() if target else "the end of the WAL archive"
+    if not yes:
+        typer.confirm(
+            f"Restore the whole PostgreSQL cluster to {what}? Everything written after it is "
+            "lost; the stack stops meanwhile and the current data is set aside first",
+            abort=True,
+        )
+    try:
+        aside = guarded(lambda: pitr.restore(control, target, lambda line: err.print(f"  {line}")))
+    except pitr.PitrError as exc:
+        raise fail([str(exc)]) from None
+    console.print(f"[green]restored[/green] the cluster to {what}")
+    if aside:
+        console.print(f"the data it replaced is in {aside}: delete it once the stack is checked")
 
 
 @app.command("backup-scheduler", hidden=True)

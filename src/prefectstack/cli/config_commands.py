@@ -1,4 +1,4 @@
-"""Configuration: init, check, client-config, generate."""
+"""Configuration: init, check, client-config, tls, generate."""
 
 from __future__ import annotations
 
@@ -93,3 +93,25 @@ def generate() -> None:
 
     for path in write_all():
         console.print(f"wrote {path}")
+
+
+@app.command()
+def tls(env_file: EnvFile = DEFAULT_ENV) -> None:
+    """Make (or renew) the self-signed certificate of TLS_SELF_SIGNED=true, or check
+    TLS_CERT_FILE/TLS_KEY_FILE; print the CA clients must trust. Native `up` does this
+    itself; compose needs it before `docker compose up` (docker-compose.tls.yml)."""
+    from ..loadbalancer import tls as lb_tls
+
+    s = settings_from(env_file)
+    if not s.tls:
+        raise fail(["TLS is off: set TLS_SELF_SIGNED=true, or TLS_CERT_FILE and TLS_KEY_FILE"])
+    if s.tls_self_signed:
+        found = lb_tls.ensure_self_signed(s)
+    else:
+        errors = [f"{key}: {msg}" for level, key, msg in lb_tls.problems(s) if level == "error"]
+        if errors:
+            raise fail(errors)
+        found = lb_tls.files(s)
+    console.print(f"certificate: {found.cert}\nkey: {found.key}")
+    if found.ca is not None:
+        console.print(f"clients trust: {found.ca} (client-config sets PREFECT_API_SSL_CERT_FILE)")

@@ -46,7 +46,7 @@ class Recipe:
 
 RECIPES = {
     "prefect": Recipe("deploy/images/prefect/Dockerfile", "."),
-    "postgres": Recipe("deploy/images/postgres/Dockerfile", "deploy/images/postgres"),
+    "postgres": Recipe("deploy/images/postgres/Dockerfile", "deploy"),
     "redis": Recipe("deploy/images/redis/Dockerfile", "deploy/images/redis"),
     "nginx": Recipe("deploy/images/nginx/Dockerfile", "deploy/images/nginx"),
     "pgbackups": Recipe(

@@ -350,6 +350,92 @@ def overview() -> dict:
                     ),
                 ],
             ),
+            Row(
+                "Data safety and growth",
+                [
+                    Panel(
+                        "Last WAL segment archived",
+                        [
+                            (
+                                "time() - prefectstack_wal_archive_last_success_timestamp_seconds",
+                                "age",
+                            )
+                        ],
+                        kind="stat",
+                        unit="s",
+                        width=6,
+                        description="At most about WAL_ARCHIVE_TIMEOUT on a stack that writes; "
+                        "a point-in-time restore reaches the last archived segment.",
+                    ),
+                    Panel(
+                        "WAL archiving failing / waiting segments",
+                        [
+                            ("prefectstack_wal_archive_failing", "failing"),
+                            ("prefectstack_wal_archive_waiting_segments", "waiting"),
+                        ],
+                        kind="stat",
+                        width=6,
+                        thresholds=[(0, "green"), (1, "red")],
+                    ),
+                    Panel(
+                        "Recoverable window",
+                        [
+                            (
+                                "time() - prefectstack_recovery_window_start_timestamp_seconds",
+                                "reaches back",
+                            ),
+                            (
+                                "time() - prefectstack_recovery_window_end_timestamp_seconds",
+                                "newest point, age",
+                            ),
+                        ],
+                        kind="stat",
+                        unit="s",
+                        width=6,
+                        description="How far back `restore --to-time` reaches (oldest base "
+                        "backup), and how old the newest point it reaches is.",
+                    ),
+                    Panel(
+                        "Newest base backup, age",
+                        [
+                            (
+                                "time() - prefectstack_pgbackrest_backup_newest_timestamp_seconds",
+                                "{{kind}}",
+                            )
+                        ],
+                        kind="stat",
+                        unit="s",
+                        width=6,
+                    ),
+                    Panel(
+                        "Database size",
+                        [("prefectstack_database_size_bytes", "database")],
+                        unit="bytes",
+                        width=8,
+                    ),
+                    Panel(
+                        "Largest tables",
+                        [("topk(8, prefectstack_table_size_bytes)", "{{table}}")],
+                        unit="bytes",
+                        width=8,
+                        description="Events, logs and flow runs grow until the retention "
+                        "in .env deletes them.",
+                    ),
+                    Panel(
+                        "Free space",
+                        [
+                            (
+                                "prefectstack_filesystem_avail_bytes"
+                                " / prefectstack_filesystem_size_bytes",
+                                "{{volume}}",
+                            )
+                        ],
+                        unit="percentunit",
+                        width=8,
+                        thresholds=[(0, "red"), (0.1, "yellow"), (0.25, "green")],
+                    ),
+                ],
+            ),
         ],
         [ROUTE_VARIABLE],
     )

@@ -2,9 +2,11 @@
 
 Prefect 3.9's /api/metrics has process counters only. This exporter adds, per
 scrape: flow runs by state type and late runs, deployments, work pool / queue /
-worker health (last heartbeat / poll), the age of the newest backup, and the
+worker health (last heartbeat / poll), the age of the newest backup, the
 background services' lag (event received -> persisted, from PostgreSQL; age of
-the oldest undelivered and pending message per Redis consumer group).
+the oldest undelivered and pending message per Redis consumer group), WAL
+archiving and pgBackRest's base backups and recoverable window, and the
+database's growth (size, largest tables, free space).
 
 Cost stays small as the database grows: flow runs are counted per state type in
 one round trip of index-only scans (ix_flow_run__state_type, __state_name),
@@ -19,8 +21,10 @@ Configuration comes from the environment a Prefect client and server use:
 PREFECT_API_URL, PREFECT_API_AUTH_STRING, PREFECT_API_DATABASE_{HOST,PORT,USER,
 PASSWORD,NAME}, PREFECT_REDIS_MESSAGING_{HOST,PORT,PASSWORD,DB},
 PREFECT_SERVER_DOCKET_URL (live background-services processes), plus
-PREFECTSTACK_EXPORTER_{ADDRESS,PORT}, PREFECTSTACK_BACKUP_DIR and
-PREFECTSTACK_SERVICES_REPLICAS and PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS.
+PREFECTSTACK_EXPORTER_{ADDRESS,PORT}, PREFECTSTACK_BACKUP_DIR,
+PREFECTSTACK_SERVICES_REPLICAS, PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS,
+PREFECTSTACK_PGBACKREST_{REPO,STANZA} (pgBackRest's repository, read from its
+files) and PREFECTSTACK_DATA_DIR (PostgreSQL's data, for its free space).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..backups import repository
 from ..health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
+from . import storage
 from .background_tasks import stuck_background_task_runs
 
 STATE_TYPES = (
@@ -85,6 +91,9 @@ class Config:
     docket_db: int | None = None
     services_expected: int | None = None
     stuck_after_s: float | None = None  # BACKGROUND_TASK_STUCK_SECONDS in .env
+    pgbackrest_repo: Path | None = None
+    stanza: str | None = None
+    data_dir: Path | None = None  # PostgreSQL's data directory (free space)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -122,6 +131,11 @@ class Config:
             else None,
             services_expected=int(expected) if expected else None,
             stuck_after_s=float(stuck) if (stuck := env.get(STUCK_ENV)) else None,
+            pgbackrest_repo=Path(repo)
+            if (repo := env.get("PREFECTSTACK_PGBACKREST_REPO"))
+            else None,
+            stanza=env.get("PREFECTSTACK_PGBACKREST_STANZA"),
+            data_dir=Path(data) if (data := env.get("PREFECTSTACK_DATA_DIR")) else None,
         )
 
 
@@ -318,6 +332,79 @@ class PrefectCollector(Collector):
             newest.add_metric([], max(stamps))
         return [newest, files]
 
+    # --- WAL archiving and pgBackRest's repository ----------------------------------------
+    def _archiving(self) -> list[Metric]:
+        with psycopg.connect(
+            **self.config.db, connect_timeout=5, application_name="prefectstack-exporter"
+        ) as conn:
+            status = storage.archiver_status(conn)
+        failing = gauge(
+            "wal_archive_failing", "1 if PostgreSQL's last attempt to archive WAL failed."
+        )
+        failing.add_metric([], int(status.failing))
+        failures = gauge(
+            "wal_archive_failures", "Failed archive attempts since the statistics reset."
+        )
+        failures.add_metric([], status.failed)
+        waiting = gauge("wal_archive_waiting_segments", "WAL segments waiting to be archived.")
+        waiting.add_metric([], status.waiting)
+        lag = gauge("wal_archive_lag_seconds", "How long the oldest waiting segment has waited.")
+        lag.add_metric([], status.lag_s())
+        timeout = gauge("wal_archive_timeout_seconds", "PostgreSQL's archive_timeout.")
+        timeout.add_metric([], status.timeout_s)
+        last = gauge(
+            "wal_archive_last_success_timestamp_seconds", "When a segment was last archived."
+        )
+        if status.last_archived_at:
+            last.add_metric([], status.last_archived_at.timestamp())
+        metrics = [failing, failures, waiting, lag, timeout, last]
+        if self.config.pgbackrest_repo and self.config.stanza:
+            repo = repository.read(self.config.pgbackrest_repo, self.config.stanza)
+            newest = gauge(
+                "pgbackrest_backup_newest_timestamp_seconds",
+                "End of the newest pgBackRest base backup of each kind.",
+                ("kind",),
+            )
+            for kind in ("full", "diff", "incr"):
+                if backup := repo.newest(kind):
+                    newest.add_metric([kind], backup.stopped.timestamp())
+            count = gauge("pgbackrest_backups", "pgBackRest base backups in the repository.")
+            count.add_metric([], len(repo.backups))
+            start = gauge("recovery_window_start_timestamp_seconds",
+                          "The earliest time a point-in-time restore can reach.")  # fmt: skip
+            end = gauge("recovery_window_end_timestamp_seconds",
+                        "The latest time a point-in-time restore can reach.")  # fmt: skip
+            if repo.window:
+                start.add_metric([], repo.window[0].timestamp())
+                end.add_metric([], repo.window[1].timestamp())
+            metrics += [newest, count, start, end]
+        return metrics
+
+    # --- database growth and free space ------------------------------------------------
+    def _storage(self) -> list[Metric]:
+        with psycopg.connect(
+            **self.config.db, connect_timeout=5, application_name="prefectstack-exporter"
+        ) as conn:
+            size = storage.database_size(conn)
+            tables = storage.largest_tables(conn)
+        db_size = gauge("database_size_bytes", "Size of the Prefect database.")
+        db_size.add_metric([], size)
+        table_bytes = gauge(
+            "table_size_bytes", "Largest tables, with indexes and TOAST.", ("table",)
+        )
+        table_rows = gauge("table_rows", "Live rows of the largest tables (estimate).", ("table",))
+        for name, rows, nbytes in tables:
+            table_bytes.add_metric([name], nbytes)
+            table_rows.add_metric([name], rows)
+        avail = gauge("filesystem_avail_bytes", "Free bytes for the stack's data.", ("volume",))
+        total = gauge("filesystem_size_bytes", "Size of the filesystem.", ("volume",))
+        for volume, path in (("data", self.config.data_dir), ("backups", self.config.backup_dir)):
+            if path is not None and path.exists():
+                free, whole = storage.filesystem(path)
+                avail.add_metric([volume], free)
+                total.add_metric([volume], whole)
+        return [db_size, table_bytes, table_rows, avail, total]
+
     # --- collect -------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
@@ -327,6 +414,8 @@ class PrefectCollector(Collector):
             "database": self._database if self.config.db else None,
             "redis": self._redis if self.config.redis else None,
             "backups": self._backups if self.config.backup_dir else None,
+            "archiving": self._archiving if self.config.db else None,
+            "storage": self._storage if self.config.db else None,
         }
         for source, fetch in sources.items():
             if fetch is None:

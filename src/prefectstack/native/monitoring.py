@@ -158,13 +158,17 @@ def services(
             {
                 **env0,
                 **prefect_env,
-                "PREFECT_API_URL": f"{s.lb_url}/api",
+                # nginx's internal plain listener: the same upstream, no certificate.
+                "PREFECT_API_URL": f"http://{LOOPBACK}:{s.nginx_status_port}/api",
                 "PREFECT_API_AUTH_STRING": s.auth_string,
                 "PREFECTSTACK_EXPORTER_ADDRESS": LOOPBACK,
                 "PREFECTSTACK_EXPORTER_PORT": str(s.prefect_exporter_port),
                 "PREFECTSTACK_BACKUP_DIR": str(s.backup_dir),
                 "PREFECTSTACK_SERVICES_REPLICAS": str(s.prefect_services_replicas),
                 "PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS": str(s.background_task_stuck_seconds),
+                "PREFECTSTACK_PGBACKREST_REPO": str(s.pgbackrest_repo),
+                "PREFECTSTACK_PGBACKREST_STANZA": s.project_name,
+                "PREFECTSTACK_DATA_DIR": str(layout.postgres),
             },
             s.prefect_exporter_port,
             "PREFECT_EXPORTER_PORT",

@@ -61,10 +61,14 @@ def server_flags(s: StackSettings) -> list[str]:
         "password_encryption=scram-sha-256",
         # Visible per process in pg_stat_activity and in the connection metrics.
         "track_activity_query_size=2048",
+        # Continuous archiving (pgBackRest): a segment is handed over at most this
+        # long after it was started, which bounds what a point-in-time restore loses.
+        "archive_mode=on",
+        f"archive_timeout={s.wal_archive_timeout}",
     ]
 
 
-def server_argv(bindir: Path, layout: Layout, s: StackSettings) -> list[str]:
+def server_argv(bindir: Path, layout: Layout, s: StackSettings, archive_command: str) -> list[str]:
     argv = [
         str(bindir / "postgres"),
         "-D",
@@ -75,6 +79,8 @@ def server_argv(bindir: Path, layout: Layout, s: StackSettings) -> list[str]:
         f"port={s.postgres_port}",
         "-c",
         f"unix_socket_directories={layout.pg_socket_dir}",
+        "-c",
+        f"archive_command={archive_command}",
     ]
     for flag in server_flags(s):
         argv += ["-c", flag]

@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backups.pgbackrest import BackRestError
 from ..health import Probe
+from ..loadbalancer import tls
+from ..loadbalancer.nginx_config import native_conf
 from ..localports import bindable
 from ..monitoring.config import native_alertmanager, native_prometheus
-from ..nginx_config import native_conf
 from ..releases import runtime
 from ..settings import StackSettings
-from . import postgres, topology
+from . import archiving, postgres, topology
 from .layout import Layout
 from .supervisor import ProcInfo, Supervisor, SupervisorError, write_config
 from .tools import Tools, locate
@@ -124,6 +126,10 @@ class NativeStack:
                 changed.append(svc.name)
             _write_private(svc.env_file, text)
         _write_private(lay.redis_local_conf, self._redis_local_conf())
+        try:
+            archiving.prepare(lay, self.s)
+        except postgres.PostgresError as exc:
+            raise StackError([str(exc)]) from None
         reloadable = {
             "nginx": lay.nginx_conf,
             "prometheus": lay.prometheus_conf,
@@ -159,8 +165,16 @@ class NativeStack:
                 run_dir=lay.run,
                 nginx_dir=lay.nginx,
                 log_exporter=f"{topology.LOOPBACK}:{self.s.nginx_log_exporter_port}",
+                tls=self._tls_paths(),
             )
         )
+
+    def _tls_paths(self) -> dict[str, str] | None:
+        """The certificate nginx serves (a self-signed one is made or renewed here)."""
+        if not self.s.tls:
+            return None
+        found = tls.ensure_self_signed(self.s) if self.s.tls_self_signed else tls.files(self.s)
+        return {"cert": str(found.cert), "key": str(found.key)}
 
     def _redis_local_conf(self) -> str:
         s = self.s
@@ -259,6 +273,10 @@ class NativeStack:
                     raise StackError([f"postgres: {exc}"]) from None
                 if created:
                     self.report("postgres", f"created database {self.s.postgres_db} with pg_trgm")
+                try:  # before WAL piles up waiting to be archived; a no-op once it exists
+                    archiving.client(self.layout, self.s).stanza_create()
+                except BackRestError as exc:
+                    raise StackError([f"pgbackrest: {exc}"]) from None
         return notices
 
     def start_healthy(self, names: list[str]) -> None:

@@ -55,7 +55,9 @@ def locate() -> Tools:
                 "needs for several API replicas"
             )
     found = {}
-    for binary, pkg in (("redis-server", "redis-server"), ("nginx", "nginx")):
+    required = (("redis-server", "redis-server"), ("nginx", "nginx"),
+                ("pgbackrest", "pgbackrest"), ("jq", "jq"))  # fmt: skip
+    for binary, pkg in required:
         found[binary] = which(binary)
         if found[binary] is None:
             problems.append(f"{binary} not found: {INSTALL_HINT.format(pkg=pkg)}")

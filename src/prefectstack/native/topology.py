@@ -17,7 +17,7 @@ from .. import health
 from ..prefect_env import Endpoints, connection_env, server_env
 from ..releases import runtime
 from ..settings import StackSettings
-from . import monitoring, postgres, webuis
+from . import archiving, monitoring, postgres, webuis
 from .launch import read_pid
 from .layout import Layout
 from .service import ADDONS_STAGE, Service, Skipped
@@ -82,7 +82,9 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
         Service(
             name="postgres",
             description="PostgreSQL",
-            argv=postgres.server_argv(tools.pg_bindir, layout, s),
+            argv=postgres.server_argv(
+                tools.pg_bindir, layout, s, archiving.archive_command(layout, s)
+            ),
             stage=0,
             port=s.postgres_port,
             port_key="POSTGRES_PORT",
@@ -171,6 +173,10 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                 argv=[prefect, "server", "services", "start"],
                 env=prefect_env(f"prefect-services-{i}", PREFECT_SERVER_UI_ENABLED="false"),
                 stage=4,
+                # Python has no SIGTERM handler: the process would end at once, with
+                # events its recorders had acknowledged still in memory. On SIGINT
+                # the services stop and flush them (as compose's stop_signal).
+                stop_signal="INT",
                 startsecs=10,
                 start_timeout=120.0,
                 probe=lambda name=name: health.background_services_ok(
@@ -198,7 +204,9 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
             port=s.prefect_port,
             port_key="PREFECT_PORT",
             stop_signal="QUIT",  # graceful: finish in-flight requests
-            probe=lambda: health.http_ok(f"{s.lb_url}/api/health"),
+            # The public listener as users reach it (with TLS: that it answers;
+            # an operator's certificate need not name the loopback address).
+            probe=lambda: health.http_ok(f"{s.lb_url}/api/health", verify=not s.tls),
         )
     )
     for addon in (
@@ -222,6 +230,7 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
             stage=ADDONS_STAGE,
         )
     )
+    services.append(archiving.scheduler(layout, s, tools.pg_bindir))
     mon, mon_skipped = monitoring.services(s, layout, tools, env0, connection_env(s, ep))
     services += mon
     skipped += mon_skipped

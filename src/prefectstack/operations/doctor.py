@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,9 @@ import psycopg
 import redis
 
 from .. import health
+from ..backups import repository
 from ..backups.layout import listing
+from ..monitoring import storage
 from ..monitoring.background_tasks import stuck_background_task_runs
 from ..monitoring.exporter import STREAM_GROUPS, STUCK_ENV
 from ..releases import migrations
@@ -21,6 +24,9 @@ from ..settings import StackSettings
 LOOPBACK = "127.0.0.1"
 LAG_WARN_S, LAG_FAIL_S = 60, 300
 BACKUP_WARN_S = 36 * 3600
+# Segments may wait up to archive_timeout before PostgreSQL hands them over;
+# longer than a few of those and the archive is behind.
+ARCHIVE_LAG_FACTOR = 3
 REDIS_MEMORY_WARN = 0.8
 # prefect-redis moves a message whose handler failed more than
 # PREFECT_REDIS_MESSAGING_CONSUMER_MAX_RETRIES times here (a set of hash keys).
@@ -63,6 +69,7 @@ class Targets:
     """Where each component of a stack answers, as seen from where doctor runs."""
 
     lb_url: str
+    lb_verify: bool  # False for a TLS listener checked for being up (see health.http_ok)
     replicas: list[tuple[str, str]]  # (name, /api/ready URL)
     postgres: dict
     redis: dict
@@ -73,11 +80,14 @@ class Targets:
     services_expected: int
     stuck_after_s: float
     schema_dir: Path  # the running release's migrations: what "at head" means
+    pgbackrest_repo: Path | None = None
+    stanza: str | None = None
 
     @classmethod
     def native(cls, s: StackSettings) -> Targets:
         return cls(
             lb_url=s.lb_url,
+            lb_verify=not s.tls,
             replicas=[
                 (f"api-{i}", f"http://{LOOPBACK}:{port}/api/ready")
                 for i, port in enumerate(s.api_ports, start=1)
@@ -102,6 +112,8 @@ class Targets:
             services_expected=s.prefect_services_replicas,
             stuck_after_s=s.background_task_stuck_seconds,
             schema_dir=native_migrations_dir(s),
+            pgbackrest_repo=s.pgbackrest_repo,
+            stanza=s.project_name,
         )
 
     @classmethod
@@ -120,7 +132,9 @@ class Targets:
         docket_db = int(urlparse(env["PREFECT_SERVER_DOCKET_URL"]).path.lstrip("/") or 0)
         messaging_db = int(env.get("PREFECT_REDIS_MESSAGING_DB", "0"))
         return cls(
-            lb_url="http://nginx:4200",
+            # nginx's internal listener (plain HTTP, whatever the public one serves).
+            lb_url=env.get("PREFECTSTACK_LB_URL", "http://nginx:8080"),
+            lb_verify=True,
             replicas=[(f"prefect-api {a}", f"http://{a}:4200/api/ready") for a in addresses],
             postgres={
                 "host": env["PREFECT_API_DATABASE_HOST"],
@@ -137,6 +151,10 @@ class Targets:
             services_expected=int(env.get("PREFECTSTACK_SERVICES_REPLICAS", "1")),
             stuck_after_s=float(env[STUCK_ENV]),
             schema_dir=installed_migrations_dir(),
+            pgbackrest_repo=Path(repo)
+            if (repo := env.get("PREFECTSTACK_PGBACKREST_REPO"))
+            else None,
+            stanza=env.get("PREFECTSTACK_PGBACKREST_STANZA"),
         )
 
 
@@ -152,6 +170,7 @@ def _postgres(t: Targets) -> list[Check]:
                 "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity"
             ).fetchone()
             stuck = stuck_background_task_runs(conn, t.stuck_after_s) if current else []
+            archiver = storage.archiver_status(conn)
     except psycopg.Error as exc:
         return [Check("postgres", "fail", str(exc).strip().splitlines()[0])]
     head = migrations.head(t.schema_dir)
@@ -171,7 +190,61 @@ def _postgres(t: Targets) -> list[Check]:
             else f"at {current[0] if current else 'none'}, head is {head}: run the migrate service",
         ),
         _stuck_tasks(stuck, t.stuck_after_s),
+        _archiving(archiver),
     ]
+
+
+def _archiving(a: storage.ArchiverStatus) -> Check:
+    name = "postgres: WAL archiving"
+    if a.mode != "on":
+        return Check(name, "fail", f"archive_mode is {a.mode}: no point-in-time restore")
+    if a.failing:
+        return Check(
+            name,
+            "fail",
+            f"the last attempt failed ({a.last_failed_wal}, {_ago(a.last_failed_at)}); "
+            f"{a.failed} failures since the statistics reset; {a.waiting} segment(s) wait: "
+            "see PostgreSQL's log (archive command)",
+        )
+    last = (
+        f"last segment archived {_ago(a.last_archived_at)}"
+        if a.last_archived_at
+        else "nothing archived yet"
+    )
+    lag = a.lag_s()
+    if lag > ARCHIVE_LAG_FACTOR * a.timeout_s:
+        return Check(name, "warn", f"{a.waiting} segment(s) wait, the oldest {lag:.0f}s; {last}")
+    return Check(name, "pass", f"{last}, {a.waiting} waiting (archive_timeout {a.timeout_s}s)")
+
+
+def _ago(when) -> str:
+    return f"{(datetime.now(UTC) - when).total_seconds():.0f}s ago"
+
+
+def _pgbackrest(t: Targets) -> list[Check]:
+    if t.pgbackrest_repo is None or t.stanza is None:
+        return []
+    try:
+        repo = repository.read(t.pgbackrest_repo, t.stanza)
+    except (OSError, ValueError, KeyError) as exc:
+        return [Check("pgbackrest", "fail", f"{t.pgbackrest_repo}: {type(exc).__name__}: {exc}")]
+    if not repo.backups:
+        detail = f"none in {t.pgbackrest_repo} yet: `prefectstack backup --kind full`"
+        return [Check("pgbackrest: base backups", "fail", detail)]
+    newest = repo.backups[-1]
+    full = repo.newest("full")
+    age = (datetime.now(UTC) - newest.stopped).total_seconds()
+    detail = (
+        f"{len(repo.backups)} kept; newest {newest.kind} {age / 3600:.1f} h old"
+        + (f", newest full {(datetime.now(UTC) - full.stopped).total_seconds() / 3600:.1f} h old"
+           if full else "")
+    )  # fmt: skip
+    start, end = repo.window
+    return [
+        Check("pgbackrest: base backups", "pass" if age < BACKUP_WARN_S else "warn", detail),
+        Check("pgbackrest: recoverable window", "pass",
+              f"{start.isoformat(timespec='seconds')} to {end.isoformat(timespec='seconds')}"),
+    ]  # fmt: skip
 
 
 def _stuck_tasks(stuck: list, after_s: float) -> Check:
@@ -277,7 +350,12 @@ def _services(t: Targets) -> Check:
 
 
 def run(t: Targets) -> list[Check]:
-    rows = [_probe("load balancer", lambda: health.http_ok(f"{t.lb_url}/api/health"))]
+    rows = [
+        _probe(
+            "load balancer",
+            lambda: health.http_ok(f"{t.lb_url}/api/health", verify=t.lb_verify),
+        )
+    ]
     for name, url in t.replicas:
         rows.append(_probe(f"{name} ready", lambda url=url: health.http_ok(url)))
     rows += _postgres(t)
@@ -285,4 +363,5 @@ def run(t: Targets) -> list[Check]:
     rows.append(_services(t))
     rows.append(_prometheus(t))
     rows.append(_backups(t))
+    rows += _pgbackrest(t)
     return rows

@@ -88,7 +88,8 @@ class Api:
         self.client_env = client_env
         url, auth_string = client_env["PREFECT_API_URL"], client_env["PREFECT_API_AUTH_STRING"]
         user, _, password = auth_string.partition(":")
-        self.http = httpx.Client(base_url=url, auth=(user, password), timeout=30)
+        verify = client_env.get("PREFECT_API_SSL_CERT_FILE", True)  # the stack's CA, with TLS
+        self.http = httpx.Client(base_url=url, auth=(user, password), timeout=30, verify=verify)
 
     def _paged(self, path: str, body: dict) -> list[dict]:
         rows, offset = [], 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .prefect_env import shared_env
-from .render import render
+from ..prefect_env import shared_env
+from ..render import render
 
 TEMPLATE = "nginx/nginx.conf.j2"
 COMPOSE_CONF = Path("nginx") / "compose.conf"  # under deploy/, mounted by compose
+COMPOSE_TLS_CONF = Path("nginx") / "compose-tls.conf"  # with docker-compose.tls.yml
+# Where docker-compose.tls.yml mounts the certificate and its key.
+COMPOSE_TLS = {"cert": "/etc/nginx/tls/server.pem", "key": "/etc/nginx/tls/server.key"}
 COMPOSE_API_SERVICE = "prefect-api"
 COMPOSE_API_PORT = 4200
 COMPOSE_LISTEN_PORT = 4200
@@ -32,12 +35,14 @@ def native_conf(
     run_dir: Path,
     nginx_dir: Path,
     log_exporter: str,
+    tls: dict[str, str] | None = None,
 ) -> str:
     temp = nginx_dir / "tmp"
     return render(
         TEMPLATE,
         mode="native",
         listen=listen,
+        tls=tls,
         upstream_servers=api_addresses,
         resolver=None,
         status_listen=status_listen,
@@ -58,11 +63,12 @@ def native_conf(
     )
 
 
-def compose_conf() -> str:
+def compose_conf(*, tls: bool = False) -> str:
     return render(
         TEMPLATE,
         mode="compose",
         listen=str(COMPOSE_LISTEN_PORT),
+        tls=COMPOSE_TLS if tls else None,
         upstream_servers=[f"{COMPOSE_API_SERVICE}:{COMPOSE_API_PORT} resolve"],
         resolver=DOCKER_RESOLVER,
         status_listen=str(COMPOSE_STATUS_PORT),
