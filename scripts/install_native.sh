@@ -22,8 +22,9 @@ APT_PACKAGES=(
     mtail
     python3 python3-venv
     ca-certificates curl
-    # used by the test suite and the benchmarks
-    shellcheck wrk
+    # used by the test suite and the benchmarks (chromium and NSS's certutil for
+    # the browser tests)
+    shellcheck wrk chromium libnss3-tools
 )
 # Distribution services whose default instance the stack does not use; if this
 # script installs them, it stops and disables that instance so it cannot hold

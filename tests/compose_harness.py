@@ -1,5 +1,5 @@
-"""Test harness for the compose deployment: one real compose project per test
-session, on the registry-free local images (built, or reused from the layer
+"""Test harness for the compose deployment: one real compose project for the
+compose tests, on the registry-free local images (built, or reused from the layer
 cache, by `prefectstack images build`), on free host ports, with a generated
 .env exactly like a user's."""
 
@@ -104,7 +104,9 @@ def build_images() -> None:
         raise AssertionError(f"prefectstack images build failed:\n{result.stdout}\n{result.stderr}")
 
 
-@pytest.fixture(scope="session")
+# Module scope: the project is removed once its tests end, before the native
+# stacks' tests start on the same two cores.
+@pytest.fixture(scope="module")
 def compose_stack():
     engine_or_fail()
     build_images()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from prefectstack.localports import free_port_values
@@ -120,8 +121,14 @@ class Stack:
         return self.dir / "state"
 
     @property
+    def tls_ca(self) -> Path | None:
+        """The CA of a stack with a self-signed certificate (what clients trust)."""
+        return self.state / "tls" / "ca.pem" if self.env.get("TLS_SELF_SIGNED") == "true" else None
+
+    @property
     def lb(self) -> str:
-        return f"http://127.0.0.1:{self.env['PREFECT_PORT']}"
+        scheme = "https" if self.tls_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.env['PREFECT_PORT']}"
 
     @property
     def api(self) -> str:
@@ -164,7 +171,8 @@ class Stack:
         return {row["name"]: row for row in json.loads(result.stdout)}
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, auth=self.auth, timeout=30)
+        verify = str(self.tls_ca) if self.tls_ca else True
+        return httpx.Client(base_url=self.api, auth=self.auth, timeout=30, verify=verify)
 
     def client_env(self, home: Path) -> dict[str, str]:
         """A clean environment for Prefect client processes (flows)."""
@@ -175,6 +183,8 @@ class Stack:
             PREFECT_HOME=str(home),
             PREFECT_LOGGING_TO_API_ENABLED="true",
         )
+        if self.tls_ca:
+            env["PREFECT_API_SSL_CERT_FILE"] = str(self.tls_ca)
         return env
 
     def run_flow(self, script: str, *args: str, home: Path, timeout: float = 300) -> dict:
@@ -190,8 +200,31 @@ class Stack:
         assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 
+    def db(self) -> psycopg.Connection:
+        """The stack's Prefect database, straight (native mode's loopback port)."""
+        return psycopg.connect(
+            host="127.0.0.1", port=int(self.env["POSTGRES_PORT"]), user=self.env["POSTGRES_USER"],
+            password=self.env["POSTGRES_PASSWORD"], dbname=self.env["POSTGRES_DB"],
+            autocommit=True,
+        )  # fmt: skip
+
     def pids(self) -> list[int]:
         return [row["pid"] for row in self.status().values() if row["pid"]]
+
+
+@contextmanager
+def extra_stack(prefix: str, **overrides: str) -> Iterator[Stack]:
+    """Another native stack, beside the session's, with OVERRIDES in its .env."""
+    directory = state_tmpdir(prefix)
+    env_file = make_env_file(directory, **overrides)
+    stack = Stack(env_file, read_env(env_file))
+    try:
+        stack.cli("up", timeout=1200)
+        yield stack
+    finally:
+        _stop(stack)
+        if os.environ.get("PREFECTSTACK_KEEP_STATE") != "1":
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _stop(stack: Stack) -> None:

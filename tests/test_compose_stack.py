@@ -16,13 +16,21 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from compose_harness import compose_stack  # noqa: F401 (the session fixture)
+from compose_harness import compose_stack  # noqa: F401 (the compose project)
 
 from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose
 from background_workload import BackgroundWorkload
 from bench_figures import assert_bench_runs_deleted, assert_complete, run_short_bench
+from browser import (
+    browser_fixture,  # noqa: F401 (the `browser` fixture)
+    check_pgadmin,
+    check_prefect_ui,
+    check_redis_ui,
+    chromium,
+    playwright_fixture,  # noqa: F401 (the `playwright` fixture)
+)
 from conftest import Stack
 from rollout_workload import POOL_KEY, rollout_under_load, set_env_value
 from test_native_archiving import _flow_runs
@@ -349,6 +357,28 @@ def test_rollout_stops_at_a_container_that_does_not_become_healthy(stack):
     assert "the old containers keep serving" in result.stderr
     assert sorted(row["Name"] for row in stack.containers("prefect-api")) == before
     assert httpx.get(f"{stack.lb}/api/ready", timeout=10).status_code == 200
+
+
+def test_web_uis_in_a_browser(stack, browser, client_home):
+    check_prefect_ui(browser, stack, client_home, "compose-http")
+    check_pgadmin(browser, f"http://127.0.0.1:{stack.env['PGADMIN_PORT']}", stack.env, "compose")
+    check_redis_ui(browser, f"http://127.0.0.1:{stack.env['ARDM_PORT']}", stack.env, "compose")
+
+
+def test_tls_override_serves_the_ui_over_https(stack, playwright, client_home):
+    """TLS as a user turns it on: TLS_SELF_SIGNED=true, `prefectstack tls`, the TLS
+    override in COMPOSE_FILE, `docker compose up -d`; the browser trusts the CA."""
+    set_env_value(stack, "TLS_SELF_SIGNED", "true")
+    set_env_value(stack, "COMPOSE_FILE", f"{stack.env['COMPOSE_FILE']}:docker-compose.tls.yml")
+    made = Stack.cli(stack, "tls")  # reads .env only: no --mode
+    assert str(stack.tls_ca) in made.stdout
+    stack.compose("up", "-d", "--wait", "--wait-timeout", "600")
+    plain = httpx.get(f"http://127.0.0.1:{stack.env['PREFECT_PORT']}/api/health", timeout=10)
+    assert plain.status_code == 301 and plain.headers["location"].startswith("https://")
+    with chromium(playwright, trust=stack.tls_ca) as b:
+        check_prefect_ui(b, stack, client_home, "compose-tls")
+    rows = json.loads(stack.cli("doctor", "--json", check=False).stdout)
+    assert {r["name"]: r["status"] for r in rows}["load balancer"] == "pass"
 
 
 def test_down_keeps_the_data_and_down_v_removes_it(stack, client_home):

@@ -11,20 +11,10 @@ import signal
 import uuid
 from datetime import UTC, datetime
 
-import psycopg
-
 from prefectstack.settings import load_settings
 
 from test_native_e2e import poll
 from test_native_monitoring import query
-
-
-def _db(stack) -> psycopg.Connection:
-    s = load_settings(stack.env_file)
-    return psycopg.connect(
-        host="127.0.0.1", port=s.postgres_port, user=s.postgres_user,
-        password=s.postgres_password.get_secret_value(), dbname=s.postgres_db, autocommit=True,
-    )  # fmt: skip
 
 
 def _flow_runs(stack, count: int, tag: str) -> set[str]:
@@ -50,7 +40,7 @@ def _doctor(stack) -> dict[str, dict]:
 
 def _archived_after(stack, moment: datetime, timeout: float) -> bool:
     def last_archived():
-        with _db(stack) as conn:
+        with stack.db() as conn:
             return conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
 
     return bool(poll(last_archived, lambda t: t is not None and t > moment, timeout=timeout))
@@ -87,7 +77,7 @@ def test_restore_to_a_time_keeps_exactly_the_runs_that_existed(stack):
                        "--yes", timeout=1200)  # fmt: skip
     assert "restored" in result.stdout, result.stderr
     assert _existing(stack, before | after) == before
-    with _db(stack) as conn:
+    with stack.db() as conn:
         later = conn.execute(
             "SELECT count(*) FROM flow_run WHERE created > %s AND created < %s",
             (target, datetime.now(UTC)),
@@ -121,7 +111,7 @@ def test_archiving_failure_is_reported_and_alerted(stack):
     archive.chmod(0o000)  # the repository can no longer be written
     try:
         _flow_runs(stack, 3, "unarchived")
-        with _db(stack) as conn:
+        with stack.db() as conn:
             conn.execute("SELECT pg_switch_wal()")
         failing = poll(lambda: _doctor(stack)["postgres: WAL archiving"],
                        lambda r: r["status"] == "fail", timeout=120, interval=3)  # fmt: skip

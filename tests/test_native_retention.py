@@ -5,25 +5,13 @@ deleted (with their task runs and logs), newer ones stay."""
 
 from __future__ import annotations
 
-import psycopg
-
-from prefectstack.settings import load_settings
-
 from test_native_e2e import poll
-
-
-def _db(stack) -> psycopg.Connection:
-    s = load_settings(stack.env_file)
-    return psycopg.connect(
-        host="127.0.0.1", port=s.postgres_port, user=s.postgres_user,
-        password=s.postgres_password.get_secret_value(), dbname=s.postgres_db, autocommit=True,
-    )  # fmt: skip
 
 
 def _left(stack, run_id: str) -> dict[str, int]:
     """What the database still holds of one flow run."""
     resource = f"prefect.flow-run.{run_id}"
-    with _db(stack) as conn:
+    with stack.db() as conn:
         return {
             "flow_run": conn.execute("SELECT count(*) FROM flow_run WHERE id = %s",
                                      (run_id,)).fetchone()[0],
@@ -48,7 +36,7 @@ def test_old_runs_and_events_are_deleted_and_newer_ones_stay(stack, client_home)
         stored = poll(lambda r=run: _left(stack, r), _complete, timeout=60)
         assert _complete(stored), stored
     resource = f"prefect.flow-run.{old}"
-    with _db(stack) as conn:
+    with stack.db() as conn:
         conn.execute(
             "UPDATE flow_run SET end_time = end_time - interval '2 days' WHERE id = %s", (old,)
         )

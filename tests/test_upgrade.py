@@ -6,7 +6,6 @@ stack under load."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 
 import httpx
@@ -17,7 +16,7 @@ from prefectstack.releases import migrations
 from prefectstack.releases.upgrade import UpgradeError, set_env_key, validate
 from prefectstack.settings import load_settings
 
-from conftest import Stack, _stop, make_env_file, read_env, state_tmpdir
+from conftest import extra_stack, make_env_file
 from rollout_workload import rollout_under_load
 
 OLD, NEW = "3.9.0", "3.9.1"
@@ -103,15 +102,8 @@ def test_set_env_key_keeps_every_other_line_and_the_mode(tmp_path):
 @pytest.fixture(scope="module")
 def old_stack():
     """A native stack on Prefect 3.9.0 (its environment installed by `up`)."""
-    directory = state_tmpdir("prefectstack-upgrade-")
-    env_file = make_env_file(directory, PREFECT_VERSION=OLD, PREFECT_API_REPLICAS="2")
-    stack = Stack(env_file, read_env(env_file))
-    try:
-        stack.cli("up", timeout=1200)
-        yield stack
-    finally:
-        _stop(stack)
-        shutil.rmtree(directory, ignore_errors=True)
+    with extra_stack("prefectstack-upgrade-", PREFECT_VERSION=OLD, PREFECT_API_REPLICAS="2") as s:
+        yield s
 
 
 def _versions(stack) -> list[str]:
