@@ -118,7 +118,9 @@ def compose_stack():
         directory,
         PROJECT_NAME=f"pstc{os.getpid()}",
         COMPOSE_FILE=LOCAL_IMAGES,
+        # Absolute: compose reads relative paths from the checkout, not from .env's folder.
         BACKUP_DIR=str(backups),
+        STATE_DIR=str(directory / "state"),
     )
     stack = ComposeStack(env_file, read_env(env_file))
     try:

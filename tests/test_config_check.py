@@ -254,3 +254,102 @@ def test_services_replicas_out_of_range_is_rejected(good):
         f.key == "PREFECT_SERVICES_REPLICAS" and "greater than or equal to 1" in f.message
         for f in findings
     )
+
+
+# --- TLS certificates -----------------------------------------------------------------
+
+
+def _certificate(tmp_path, *, days: int = 30, start_days: int = -1, name: str = "cert"):
+    """A self-signed certificate and its key, valid from START_DAYS for DAYS."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now + timedelta(days=start_days))
+        .not_valid_after(now + timedelta(days=start_days + days))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+def _tls_errors(good, **values) -> list[str]:
+    findings = check_env_file(with_values(good, **values))
+    return [f.line() for f in findings if f.level in ("error", "warning")]
+
+
+def test_a_good_certificate_passes(good, tmp_path):
+    cert, key = _certificate(tmp_path, days=365)
+    lines = _tls_errors(good, TLS_CERT_FILE=str(cert), TLS_KEY_FILE=str(key))
+    assert not [line for line in lines if line.split(":")[1].strip().startswith("TLS_")], lines
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "cannot be read: No such file or directory"),
+        ("unreadable", "holds no PEM certificate"),
+        ("expired", "expired on"),
+        ("not yet valid", "is not valid yet"),
+        ("expiring", "expires on"),
+        ("other key", "is not the key of"),
+        ("key only", "TLS_KEY_FILE: and TLS_CERT_FILE go together"),
+        ("both kinds", "choose one certificate"),
+        ("http ui", "is http:// but the load balancer serves HTTPS"),
+    ],
+)
+def test_certificate_problems_are_named(good, tmp_path, case, message):
+    cert, key = _certificate(tmp_path, days=365)
+    values = {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    if case == "missing":
+        values["TLS_CERT_FILE"] = str(tmp_path / "nothere.pem")
+    elif case == "unreadable":
+        (tmp_path / "garbage.pem").write_text("not a certificate\n")
+        values["TLS_CERT_FILE"] = str(tmp_path / "garbage.pem")
+    elif case == "expired":
+        values["TLS_CERT_FILE"], values["TLS_KEY_FILE"] = map(
+            str, _certificate(tmp_path, days=10, start_days=-20, name="old"))  # fmt: skip
+    elif case == "not yet valid":
+        values["TLS_CERT_FILE"], values["TLS_KEY_FILE"] = map(
+            str, _certificate(tmp_path, days=10, start_days=5, name="future"))  # fmt: skip
+    elif case == "expiring":
+        values["TLS_CERT_FILE"], values["TLS_KEY_FILE"] = map(
+            str, _certificate(tmp_path, days=10, name="soon"))  # fmt: skip
+    elif case == "other key":
+        values["TLS_KEY_FILE"] = str(_certificate(tmp_path, name="other")[1])
+    elif case == "key only":
+        values = {"TLS_KEY_FILE": str(key)}
+    elif case == "both kinds":
+        values["TLS_SELF_SIGNED"] = "true"
+    elif case == "http ui":
+        values["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{read_env(good)['PREFECT_PORT']}/api"
+    lines = _tls_errors(good, **values)
+    assert any(message in line for line in lines), lines
+
+
+def test_tls_off_on_all_interfaces_is_warned(good):
+    port = read_env(good)["PREFECT_PORT"]
+    findings = check_env_file(with_values(
+        good, BIND_ADDRESS="0.0.0.0", PREFECT_UI_API_URL=f"http://prefect.internal:{port}/api"
+    ))  # fmt: skip
+    warning = next(f for f in findings if f.key == "BIND_ADDRESS")
+    assert warning.level == "warning" and "with TLS off" in warning.message
+    findings = check_env_file(with_values(
+        good, BIND_ADDRESS="0.0.0.0", TLS_SELF_SIGNED="true",
+        PREFECT_UI_API_URL=f"https://prefect.internal:{port}/api",
+    ))  # fmt: skip
+    warning = next(f for f in findings if f.key == "BIND_ADDRESS")
+    assert "with TLS off" not in warning.message
