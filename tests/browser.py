@@ -35,9 +35,10 @@ ARTIFACTS = REPO / "test-artifacts"
 TIMEOUT_MS = 30_000
 
 
-@pytest.fixture(scope="session", name="playwright")
+@pytest.fixture(scope="module", name="playwright")
 def playwright_fixture() -> Iterator[Playwright]:
-    """One Playwright for the session: its sync API runs one at a time in a thread."""
+    """One Playwright per module, stopped when the module ends: while it runs, its
+    sync API holds an event loop on the main thread (asyncio.run fails there)."""
     with sync_playwright() as playwright:
         yield playwright
 

@@ -11,6 +11,8 @@ import signal
 import uuid
 from datetime import UTC, datetime
 
+import psycopg.rows
+
 from prefectstack.settings import load_settings
 
 from test_native_e2e import poll
@@ -38,12 +40,17 @@ def _doctor(stack) -> dict[str, dict]:
     return {row["name"]: row for row in json.loads(result.stdout)}
 
 
-def _archived_after(stack, moment: datetime, timeout: float) -> bool:
-    def last_archived():
-        with stack.db() as conn:
-            return conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
+def _assert_archived_after(stack, moment: datetime, timeout: float) -> None:
+    """A WAL segment reaches the repository after MOMENT (PostgreSQL hands one over
+    within archive_timeout when anything was written)."""
 
-    return bool(poll(last_archived, lambda t: t is not None and t > moment, timeout=timeout))
+    def archiver():
+        with stack.db() as conn:
+            conn.row_factory = psycopg.rows.dict_row
+            return conn.execute("SELECT * FROM pg_stat_archiver").fetchone()
+
+    row = poll(archiver, lambda r: (r["last_archived_time"] or moment) > moment, timeout=timeout)
+    assert (row["last_archived_time"] or moment) > moment, row
 
 
 def test_wal_is_archived_and_base_backups_are_listed(stack):
@@ -93,7 +100,7 @@ def test_restore_to_latest_after_losing_the_data_directory(stack):
     committed = datetime.now(UTC)
     timeout = int(stack.env["WAL_ARCHIVE_TIMEOUT"])
     # PostgreSQL hands the segment over within archive_timeout on its own.
-    assert _archived_after(stack, committed, timeout=timeout + 30)
+    _assert_archived_after(stack, committed, timeout=timeout + 30)
     pgdata = stack.state / "postgres" / "data"
     stack.cli("stop", "postgres")
     shutil.rmtree(pgdata)  # the disk is gone
@@ -140,5 +147,5 @@ def test_postgres_process_killed_leaves_archived_data(stack):
     poll(lambda: stack.status()["postgres"]["healthy"], bool, timeout=120, interval=2)
     ids = _flow_runs(stack, 2, "after-crash")
     moment = datetime.now(UTC)
-    assert _archived_after(stack, moment, timeout=int(stack.env["WAL_ARCHIVE_TIMEOUT"]) + 60)
+    _assert_archived_after(stack, moment, timeout=int(stack.env["WAL_ARCHIVE_TIMEOUT"]) + 60)
     assert _existing(stack, ids) == ids

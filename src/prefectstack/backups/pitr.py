@@ -33,8 +33,14 @@ class ClusterControl:
     def stop_database(self) -> None: ...
     def set_aside(self) -> Path | None: ...
     def start_database(self) -> None: ...
-    def in_recovery(self) -> bool | None: ...
     def start_everything(self) -> None: ...
+
+    def query(self, sql: str) -> str | None:
+        """SQL's one value as text, or None while PostgreSQL cannot answer."""
+
+    def in_recovery(self) -> bool | None:
+        answer = self.query("SELECT pg_is_in_recovery()")
+        return {"t": True, "f": False, "True": True, "False": False}.get(str(answer))
 
 
 def window(info: RepoInfo, latest: datetime) -> tuple[datetime, datetime]:
@@ -56,6 +62,9 @@ def restore(
     """Restore to TARGET (UTC), or to the end of the archive; returns where the
     replaced data directory was set aside."""
     br = control.pgbackrest()
+    # A recovery to a time stops at the first commit after it, and fails when the
+    # archive holds none (an idle stack commits nothing): one is written now.
+    control.query("SELECT pg_current_xact_id()::text")
     try:
         br.check()  # hands the current WAL segment to the repository
         latest = datetime.now(UTC)
@@ -100,7 +109,10 @@ def restore(
     deadline = time.monotonic() + PROMOTE_TIMEOUT_S
     while control.in_recovery() is not False:
         if time.monotonic() > deadline:
-            raise PitrError(f"PostgreSQL did not finish recovery in {PROMOTE_TIMEOUT_S:.0f}s")
+            raise PitrError(
+                f"PostgreSQL did not finish recovery in {PROMOTE_TIMEOUT_S:.0f}s (its log "
+                f"says why); the replaced data directory is in {aside}: move it back to undo"
+            )
         time.sleep(1)
     report("PostgreSQL is out of recovery; migrating and starting the stack")
     control.start_everything()

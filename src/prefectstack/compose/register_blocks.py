@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 
+# Imported before the event loop starts: importing prefect runs its plugins'
+# start-up hooks with anyio.run, which fails inside a running loop.
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
 
 async def register() -> None:
-    from prefect.server.database import provide_database_interface
-    from prefect.server.models.block_registration import run_block_auto_registration
-
     # As the server's own start-up does: the registration manages its transactions.
     session = await provide_database_interface().session()
     async with session:

@@ -68,7 +68,7 @@ class NativeCluster(ClusterControl):
     def start_database(self) -> None:
         self.stack.start_healthy(["postgres"])
 
-    def in_recovery(self) -> bool | None:
+    def query(self, sql: str) -> str | None:
         s = self.stack.s
         try:
             with psycopg.connect(
@@ -76,7 +76,7 @@ class NativeCluster(ClusterControl):
                 password=s.postgres_password.get_secret_value(), dbname="postgres",
                 connect_timeout=5, application_name="prefectstack-restore",
             ) as conn:  # fmt: skip
-                return conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                return str(conn.execute(sql).fetchone()[0])
         except psycopg.Error:
             return None
 
