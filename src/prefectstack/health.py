@@ -6,9 +6,11 @@ Each returns a Probe result instead of raising, so callers (native `up`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -51,8 +53,38 @@ def http_ok(
     return Probe(True, f"HTTP {resp.status_code}")
 
 
+# PostgreSQL's checkpointer computes its first sleep while recovery (even a clean
+# start's) is in progress, without archive_timeout: for up to checkpoint_timeout
+# after every start no WAL switch is forced and archiving lags. A configuration
+# reload wakes it once recovery is over; the checkpointer's start time, kept in
+# a marker file, makes that once per start. deploy/postgres/healthcheck.sh does
+# the same in compose.
+CHECKPOINTER_STARTED = """SELECT backend_start::text FROM pg_stat_activity
+                          WHERE backend_type = 'checkpointer' AND NOT pg_is_in_recovery()"""
+WAKE_MARKER = ".checkpointer-woken"
+
+
+def _wake_checkpointer(conn: psycopg.Connection, marker: Path) -> None:
+    row = conn.execute(CHECKPOINTER_STARTED).fetchone()
+    if row is None:
+        return
+    with contextlib.suppress(OSError):
+        if marker.read_text() == row[0]:
+            return
+    conn.execute("SELECT pg_reload_conf()")
+    with contextlib.suppress(OSError):  # else woken again at the next probe
+        marker.write_text(row[0])
+
+
 def postgres_ok(
-    *, host: str, port: int, user: str, password: str, dbname: str, timeout: int = 3
+    *,
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    dbname: str,
+    timeout: int = 3,
+    wake_marker: Path | None = None,
 ) -> Probe:
     try:
         with psycopg.connect(
@@ -63,8 +95,11 @@ def postgres_ok(
             dbname=dbname,
             connect_timeout=timeout,
             application_name="prefectstack-health",
+            autocommit=True,
         ) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
+            if wake_marker is not None:
+                _wake_checkpointer(conn, wake_marker)
     except psycopg.Error as exc:
         return Probe(False, str(exc).strip().splitlines()[0])
     return Probe(True, f"PostgreSQL {version}")

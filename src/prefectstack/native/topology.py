@@ -97,6 +97,7 @@ def build(s: StackSettings, layout: Layout, tools: Tools) -> tuple[list[Service]
                 user=s.postgres_user,
                 password=password,
                 dbname="postgres",
+                wake_marker=layout.pg_socket_dir / health.WAKE_MARKER,
             ),
         )
     )
