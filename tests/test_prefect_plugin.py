@@ -22,17 +22,19 @@ import asyncio
 import prefect
 from docket import Docket, Worker
 from prefect.server.task_queue import MultiQueue, TaskQueue
+from prefect_redis import messaging
 
 async def main():
     async with Docket(name="probe", url="memory://") as docket:
         print(TaskQueue.put.__qualname__, MultiQueue.get.__qualname__,
-              Worker(docket).redelivery_timeout.total_seconds())
+              Worker(docket).redelivery_timeout.total_seconds(),
+              messaging._trim_stream_to_lowest_delivered_id.__module__)
 
 asyncio.run(main())
 """
 
 
-def test_prefect_env_installs_the_redis_task_queue_and_docket_timeout():
+def test_prefect_env_installs_the_task_queue_docket_timeout_and_stream_trimming():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT")}
     env.update(shared_env())
     # What each mode adds from .env; nothing here connects to it.
@@ -42,7 +44,8 @@ def test_prefect_env_installs_the_redis_task_queue_and_docket_timeout():
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     seconds = float(shared_env()["PREFECTSTACK_DOCKET_REDELIVERY_SECONDS"])
-    assert out == ["RedisTaskQueue.put", "RedisMultiQueue.get", str(seconds)]
+    assert out == ["RedisTaskQueue.put", "RedisMultiQueue.get", str(seconds),
+                   "prefectstack.prefect_plugin.stream_trimming"]  # fmt: skip
 
 
 def test_the_plugin_refuses_a_prefect_release_it_was_not_read_against():
