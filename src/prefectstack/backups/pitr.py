@@ -39,8 +39,8 @@ class ClusterControl:
         """SQL's one value as text, or None while PostgreSQL cannot answer."""
 
     def in_recovery(self) -> bool | None:
-        answer = self.query("SELECT pg_is_in_recovery()")
-        return {"t": True, "f": False, "True": True, "False": False}.get(str(answer))
+        # As an integer: psql and psycopg print 1 and 0 alike (not t / True).
+        return {"1": True, "0": False}.get(self.query("SELECT pg_is_in_recovery()::int"))
 
 
 def window(info: RepoInfo, latest: datetime) -> tuple[datetime, datetime]:
