@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
 
 from prefectstack.checks import check_env_file, check_service_layout, check_settings, has_errors
-from prefectstack.init_env import secret_keys
+from prefectstack.init_env import RELOCATED, postgres_can_reach, secret_keys
 from prefectstack.prefect_env import shared_env
 from prefectstack.settings import load_settings
 
@@ -44,12 +48,36 @@ def test_init_generates_long_random_distinct_secrets(tmp_path):
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
     # Every other key is .env.example's value, and the result is a valid config.
     example = dotenv_values(REPO / ".env.example")
+    relocated = {k: a[k] for k in RELOCATED}
     assert {k: v for k, v in a.items() if k not in secrets} == {
-        k: v for k, v in example.items() if k not in secrets and k != "STATE_DIR"
-    } | {"STATE_DIR": a["STATE_DIR"]}
+        k: v for k, v in example.items() if k not in secrets and k not in RELOCATED
+    } | relocated
     # Its default ports may be taken by a stack started from the Quick start.
     findings = check_settings(load_settings(first), stack_running=True)
     assert not has_errors(findings), [f.line() for f in findings]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as its own account only as root")
+def test_init_moves_what_postgres_must_reach_out_of_a_closed_checkout(tmp_path):
+    closed, open_ = tmp_path / "closed", Path(tempfile.mkdtemp(dir="/tmp"))
+    closed.mkdir(mode=0o700)
+    open_.chmod(0o755)
+    try:
+        assert cli("init", "--env-file", str(closed / ".env")).returncode == 0
+        assert cli("init", "--env-file", str(open_ / ".env")).returncode == 0
+        moved, kept = dotenv_values(closed / ".env"), dotenv_values(open_ / ".env")
+    finally:
+        shutil.rmtree(open_)
+    example = dotenv_values(REPO / ".env.example")
+    assert {k: kept[k] for k in RELOCATED} == {k: example[k] for k in RELOCATED}
+    state, repo = Path(moved["STATE_DIR"]), Path(moved["PGBACKREST_REPO_PATH"])
+    assert state.parent == repo.parent == Path("/var/lib/prefectstack")
+    assert repo != state and closed.name in state.name
+    # The settings derive the repository from these, and the 'postgres' account
+    # can enter where both are made (with their parents, mode 755).
+    settings = load_settings(closed / ".env")
+    assert settings.pgbackrest_repo == repo and settings.state_dir == state
+    assert postgres_can_reach(state.parent if state.parent.exists() else Path("/var/lib"))
 
 
 def test_init_never_loses_an_existing_env(tmp_path):

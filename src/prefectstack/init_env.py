@@ -20,6 +20,14 @@ ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 32  # about 190 bits from [A-Za-z0-9]
 AUTH_USER = "admin"
 ROOT_STATE_DIR = Path("/var/lib/prefectstack")
+# What PostgreSQL's account must reach, moved out of a checkout it cannot enter
+# (e.g. one under /root): its data and the pgBackRest repository it archives to.
+# The repository sits beside the state directory, not in it, so that removing a
+# stack's state keeps its backups.
+RELOCATED = {
+    "STATE_DIR": lambda root: root,
+    "PGBACKREST_REPO_PATH": lambda root: root.with_name(f"{root.name}-pgbackrest"),
+}
 
 
 class InitError(Exception):
@@ -86,21 +94,19 @@ def create_env(example: Path, target: Path, *, force: bool = False) -> InitResul
         target.replace(backup)
     wanted = set(secret_keys())
     generated, notes, lines = [], [], []
+    reachable = postgres_can_reach(target.resolve().parent)
     for line in example.read_text().splitlines():
         match = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line)
         if match and match.group(1) in wanted and not match.group(2):
             key = match.group(1)
             line = f"{key}={secret_value(key)}"
             generated.append(key)
-        elif (
-            match
-            and match.group(1) == "STATE_DIR"
-            and not postgres_can_reach(target.resolve().parent)
-        ):
-            state = root_state_dir(target)
-            line = f"STATE_DIR={state}"
+        elif match and match.group(1) in RELOCATED and not reachable:
+            key = match.group(1)
+            path = RELOCATED[key](root_state_dir(target))
+            line = f"{key}={path}"
             notes.append(
-                f"STATE_DIR set to {state}: PostgreSQL runs as 'postgres' and "
+                f"{key} set to {path}: PostgreSQL runs as 'postgres' and "
                 f"cannot reach {target.resolve().parent}"
             )
         lines.append(line)
