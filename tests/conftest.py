@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -111,6 +112,7 @@ def read_env(path: Path) -> dict[str, str]:
 class Stack:
     env_file: Path
     env: dict[str, str]
+    s3: Any = None  # the S3 store of a stack whose repository is there (s3_store.S3Store)
 
     @property
     def dir(self) -> Path:
@@ -213,9 +215,9 @@ class Stack:
 
 
 @contextmanager
-def extra_stack(prefix: str, **overrides: str) -> Iterator[Stack]:
+def extra_stack(prefix: str, directory: Path | None = None, **overrides: str) -> Iterator[Stack]:
     """Another native stack, beside the session's, with OVERRIDES in its .env."""
-    directory = state_tmpdir(prefix)
+    directory = directory or state_tmpdir(prefix)
     env_file = make_env_file(directory, **overrides)
     stack = Stack(env_file, read_env(env_file))
     try:
@@ -249,6 +251,26 @@ def stack() -> Stack:
         _stop(stack)
         if os.environ.get("PREFECTSTACK_KEEP_STATE") != "1":
             shutil.rmtree(directory, ignore_errors=True)
+
+
+# The release the second stack starts on (test_upgrade moves it to the bundled one).
+SECOND_STACK_PREFECT = "3.9.0"
+
+
+@pytest.fixture(scope="session")
+def second_stack() -> Iterator[Stack]:
+    """One more native stack, started once, for what the session stack does not
+    run: an older Prefect release and a pgBackRest repository in an S3-compatible
+    store (moto's server; `stack.s3` is the store)."""
+    from s3_store import s3_store
+
+    directory = state_tmpdir("prefectstack-second-")
+    with s3_store(directory / "s3") as store:
+        overrides = {"PREFECT_VERSION": SECOND_STACK_PREFECT, "PREFECT_API_REPLICAS": "2",
+                     **store.settings()}  # fmt: skip
+        with extra_stack("", directory, **overrides) as s:
+            s.s3 = store
+            yield s
 
 
 @pytest.fixture()

@@ -119,6 +119,15 @@ def with_values(path, **values):
     return write_env(path, env)
 
 
+S3 = {
+    "PGBACKREST_REPO_TYPE": "s3",
+    "PGBACKREST_S3_ENDPOINT": "s3.example.com",
+    "PGBACKREST_S3_BUCKET": "wal",
+    "PGBACKREST_S3_REGION": "eu-west-1",
+    "PGBACKREST_S3_KEY": "AKIAEXAMPLE",
+    "PGBACKREST_S3_KEY_SECRET": "secret-of-the-key",
+}
+
 BAD = [
     ("POSTGRES_PASSWORD", {"POSTGRES_PASSWORD": "admin123"}, "'admin123' is a well-known default"),
     ("REDIS_PASSWORD", {"REDIS_PASSWORD": "shortpw"}, "7 characters is too short"),
@@ -165,6 +174,14 @@ BAD = [
     ("WAL_ARCHIVE_TIMEOUT", {"WAL_ARCHIVE_TIMEOUT": "5"}, "greater than or equal to 10"),
     ("PGBACKREST_FULL_SCHEDULE", {"PGBACKREST_FULL_SCHEDULE": "weekly"}, "must be @hourly, @daily"),
     ("PGBACKREST_RETENTION_FULL", {"PGBACKREST_RETENTION_FULL": "0"}, "greater than or equal to 1"),
+    ("PGBACKREST_REPO_TYPE", {"PGBACKREST_REPO_TYPE": "s3", "PGBACKREST_S3_ENDPOINT": "s3"},
+     "is s3, which needs PGBACKREST_S3_BUCKET, PGBACKREST_S3_REGION, PGBACKREST_S3_KEY"),
+    ("PGBACKREST_REPO_TYPE", {"PGBACKREST_REPO_TYPE": "gcs"}, "Input should be 'posix' or 's3'"),
+    ("PGBACKREST_S3_ENDPOINT", dict(S3, PGBACKREST_S3_ENDPOINT="https://s3.example.com"),
+     "must be a host name, or host:port"),
+    ("PGBACKREST_S3_PATH", dict(S3, PGBACKREST_S3_PATH="pgbackrest"), "must start with /"),
+    ("PGBACKREST_S3_CA_FILE", dict(S3, PGBACKREST_S3_CA_FILE="/nonexistent/ca.pem"),
+     "is not a file"),
     ("EVENTS_RETENTION", {"EVENTS_RETENTION": "7 days"}, "must be a number of days such as 7d"),
     ("FLOW_RUN_RETENTION", {"FLOW_RUN_RETENTION": "0d"}, "must be a number of days such as 7d"),
     ("DB_VACUUM", {"DB_VACUUM": "everything"}, "Input should be 'events' or 'events,flow_runs'"),

@@ -130,6 +130,11 @@ def test_archiving_failure_is_reported_and_alerted(stack):
         assert firing, "WalArchivingFailing did not fire"
     finally:
         archive.chmod(mode)
+    # A finished segment wakes the archiver at once (after three failed attempts
+    # it otherwise sleeps until its next timed wake-up, up to a minute).
+    _flow_runs(stack, 1, "archived-again")
+    with stack.db() as conn:
+        conn.execute("SELECT pg_switch_wal()")
     recovered = poll(lambda: _doctor(stack)["postgres: WAL archiving"],
                      lambda r: r["status"] == "pass", timeout=180, interval=5)  # fmt: skip
     assert recovered["status"] == "pass", recovered

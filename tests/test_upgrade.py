@@ -16,10 +16,10 @@ from prefectstack.releases import migrations
 from prefectstack.releases.upgrade import UpgradeError, set_env_key, validate
 from prefectstack.settings import load_settings
 
-from conftest import extra_stack, make_env_file
+from conftest import SECOND_STACK_PREFECT, make_env_file
 from rollout_workload import rollout_under_load
 
-OLD, NEW = "3.9.0", "3.9.1"
+OLD, NEW = SECOND_STACK_PREFECT, "3.9.1"
 OLD_HEAD, NEW_HEAD = "e7f54680bce3", "91e2b8f3d6a4"
 
 
@@ -99,13 +99,6 @@ def test_set_env_key_keeps_every_other_line_and_the_mode(tmp_path):
     assert env.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.fixture(scope="module")
-def old_stack():
-    """A native stack on Prefect 3.9.0 (its environment installed by `up`)."""
-    with extra_stack("prefectstack-upgrade-", PREFECT_VERSION=OLD, PREFECT_API_REPLICAS="2") as s:
-        yield s
-
-
 def _versions(stack) -> list[str]:
     return [
         httpx.get(f"http://127.0.0.1:{port}/api/admin/version", auth=stack.auth, timeout=10).json()
@@ -113,8 +106,9 @@ def _versions(stack) -> list[str]:
     ]
 
 
-def test_upgrade_between_two_releases_under_load_loses_nothing(old_stack, client_home):
-    stack = old_stack
+def test_upgrade_between_two_releases_under_load_loses_nothing(second_stack, client_home):
+    """On the second stack (conftest), which starts on 3.9.0 (its environment installed by `up`)."""
+    stack = second_stack
     assert _versions(stack) == [OLD, OLD]
     earlier = stack.run_flow("etl.py", "2", home=client_home)["flow_run_id"]
     with stack.client() as client:

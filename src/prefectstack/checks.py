@@ -306,6 +306,13 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
             "with BACKUP_KEEP_MONTHS also 0, no backup is "
             f"kept longer than {s.backup_keep_days} days",
         )
+    if s.pgbackrest_repo_type == "s3":
+        ca = s.pgbackrest_s3_ca_file
+        if ca is not None and not ca.is_file():
+            add("error", "PGBACKREST_S3_CA_FILE", f"{ca} is not a file")
+        add("info", "PGBACKREST_REPO_TYPE",
+            f"WAL and base backups go to {s.pgbackrest_repo_name} (native mode; the "
+            "compose deployment keeps its repository in a directory)")  # fmt: skip
     return found
 
 

@@ -33,6 +33,7 @@ URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 PROJECT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MEMORY_RE = re.compile(r"^[0-9]+(kb|mb|gb)$", re.IGNORECASE)
 DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+S3_ENDPOINT_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 REDIS_BROKER = "prefect_redis.messaging"
@@ -56,6 +57,20 @@ NATIVE_ONLY_KEYS = frozenset(
         "NGINX_EXPORTER_PORT",
         "NGINX_LOG_EXPORTER_PORT",
         "PREFECT_EXPORTER_PORT",
+    }
+    # An S3-compatible pgBackRest repository (compose keeps it in a directory).
+    | {
+        f"PGBACKREST_S3_{k}"
+        for k in (
+            "ENDPOINT",
+            "BUCKET",
+            "REGION",
+            "KEY",
+            "KEY_SECRET",
+            "URI_STYLE",
+            "PATH",
+            "CA_FILE",
+        )
     }
 )
 
@@ -172,6 +187,15 @@ class StackSettings(BaseSettings):
     backup_keep_months: Annotated[int, Field(ge=0)]
     wal_archive_timeout: Annotated[int, Field(ge=10, le=3600)]
     pgbackrest_repo_path: Path | None = None
+    pgbackrest_repo_type: Literal["posix", "s3"] = "posix"
+    pgbackrest_s3_endpoint: str | None = None  # host or host:port
+    pgbackrest_s3_bucket: str | None = None
+    pgbackrest_s3_region: str | None = None
+    pgbackrest_s3_key: str | None = None
+    pgbackrest_s3_key_secret: SecretStr | None = None
+    pgbackrest_s3_uri_style: Literal["host", "path"] = "host"
+    pgbackrest_s3_path: str = "/pgbackrest"
+    pgbackrest_s3_ca_file: Path | None = None
     pgbackrest_full_schedule: str
     pgbackrest_diff_schedule: str
     pgbackrest_retention_full: Annotated[int, Field(ge=1, le=100)]
@@ -355,6 +379,21 @@ class StackSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _s3_repository(self) -> StackSettings:
+        if self.pgbackrest_repo_type != "s3":
+            return self
+        needed = ("endpoint", "bucket", "region", "key", "key_secret")
+        missing = [f"PGBACKREST_S3_{n.upper()}" for n in needed
+                   if not getattr(self, f"pgbackrest_s3_{n}")]  # fmt: skip
+        if missing:
+            raise ValueError(f"PGBACKREST_REPO_TYPE is s3, which needs {', '.join(missing)}")
+        if not S3_ENDPOINT_RE.match(self.pgbackrest_s3_endpoint or ""):
+            raise ValueError("PGBACKREST_S3_ENDPOINT must be a host name, or host:port")
+        if not self.pgbackrest_s3_path.startswith("/"):
+            raise ValueError("PGBACKREST_S3_PATH must start with / (a path inside the bucket)")
+        return self
+
+    @model_validator(mode="after")
     def _seed_connection_url(self) -> StackSettings:
         # The seed's .env carried the full URL; it is now derived from POSTGRES_*.
         # Accept it only when it says the same thing, so no password is typed twice
@@ -421,10 +460,17 @@ class StackSettings(BaseSettings):
         """The pgBackRest repository (PGBACKREST_REPO_PATH, else BACKUP_DIR/pgbackrest)."""
         return self.pgbackrest_repo_path or self.backup_dir / "pgbackrest"
 
+    @property
+    def pgbackrest_repo_name(self) -> str:
+        """Where the repository is, as messages name it."""
+        if self.pgbackrest_repo_type == "s3":
+            return f"s3://{self.pgbackrest_s3_bucket}{self.pgbackrest_s3_path}"
+        return str(self.pgbackrest_repo)
+
     def resolve_paths(self, base: Path) -> StackSettings:
         """Make relative paths relative to the directory of the .env file."""
         for name in ("state_dir", "backup_dir", "pgbackrest_repo_path", "tls_cert_file",
-                     "tls_key_file", "tls_ca_file"):  # fmt: skip
+                     "tls_key_file", "tls_ca_file", "pgbackrest_s3_ca_file"):  # fmt: skip
             value: Path | None = getattr(self, name)
             if value is not None and not value.is_absolute():
                 object.__setattr__(self, name, (base / value).resolve())

@@ -25,12 +25,15 @@ class BackRestError(Exception):
     pass
 
 
+UNREADABLE_REPO = 99  # pgBackRest's "other" stanza status: the repository could not be read
+
+
 def options(
     s: StackSettings, *, pg_path: Path, socket_dir: Path, port: int, repo: Path, work: Path
 ) -> dict[str, str]:
     """pgBackRest's options for the stack's cluster (the stanza is the project)."""
     return {
-        "repo1-path": str(repo),
+        **repo_options(s, repo),
         "repo1-retention-full": str(s.pgbackrest_retention_full),
         "pg1-path": str(pg_path),
         "pg1-port": str(port),
@@ -44,6 +47,30 @@ def options(
         "start-fast": "y",
         "compress-type": "lz4",
     }
+
+
+def repo_options(s: StackSettings, repo: Path) -> dict[str, str]:
+    """Where the repository is: the directory REPO, or the S3-compatible store."""
+    if s.pgbackrest_repo_type != "s3":
+        return {"repo1-type": "posix", "repo1-path": str(repo)}
+    host, _, port = (s.pgbackrest_s3_endpoint or "").partition(":")
+    opts = {
+        "repo1-type": "s3",
+        "repo1-path": s.pgbackrest_s3_path,
+        "repo1-s3-endpoint": host,
+        "repo1-s3-bucket": s.pgbackrest_s3_bucket or "",
+        "repo1-s3-region": s.pgbackrest_s3_region or "",
+        "repo1-s3-key": s.pgbackrest_s3_key or "",
+        "repo1-s3-key-secret": s.pgbackrest_s3_key_secret.get_secret_value()
+        if s.pgbackrest_s3_key_secret
+        else "",
+        "repo1-s3-uri-style": s.pgbackrest_s3_uri_style,
+    }
+    if port:
+        opts["repo1-storage-port"] = port
+    if s.pgbackrest_s3_ca_file:
+        opts["repo1-storage-ca-file"] = str(s.pgbackrest_s3_ca_file)
+    return opts
 
 
 def config_file(opts: dict[str, str], stanza: str) -> str:
@@ -84,6 +111,7 @@ class RepoInfo:
     backups: list[BaseBackup]
     archive_min: str | None  # oldest WAL segment kept
     archive_max: str | None  # newest WAL segment archived
+    archive_id: str | None  # the archive's directory for the cluster's version ("15-1")
     status: str  # pgBackRest's stanza status message ("ok", "no valid backups", ...)
 
     @property
@@ -99,8 +127,13 @@ def parse_info(text: str) -> RepoInfo:
     """`pgbackrest info --output=json` of one stanza."""
     stanzas = json.loads(text)
     if not stanzas:
-        return RepoInfo([], None, None, "no stanza")
+        return RepoInfo([], None, None, None, "no stanza")
     stanza = stanzas[0]
+    # An unreadable repository (unreachable store, TLS, credentials) is a status
+    # with code 99 and pgBackRest's exit code 0: an error here, not "no backups".
+    for repo in stanza.get("repo", []):
+        if repo.get("status", {}).get("code") == UNREADABLE_REPO:
+            raise BackRestError(f"pgbackrest info: {repo['status'].get('message', 'error')}")
 
     def when(epoch: int) -> datetime:
         return datetime.fromtimestamp(epoch, UTC)
@@ -120,6 +153,7 @@ def parse_info(text: str) -> RepoInfo:
         sorted(backups, key=lambda b: b.stopped),
         archive.get("min"),
         archive.get("max"),
+        archive.get("id"),
         stanza.get("status", {}).get("message", "unknown"),
     )
 
@@ -128,13 +162,26 @@ class PgBackRest:
     """Runs pgBackRest commands the way a mode needs: PREFIX is what comes before
     `pgbackrest` (runuser, docker compose exec), ENV the process environment."""
 
-    def __init__(self, prefix: list[str], args: list[str], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        prefix: list[str],
+        args: list[str],
+        env: dict[str, str] | None = None,
+        name: str = "the pgBackRest repository",
+    ):
         self.prefix = prefix
         self.args = args  # --config / --stanza when not in the environment
         self.env = env
+        self.name = name  # the repository, as messages name it
 
-    def run(self, command: str, *options: str, timeout: float = 3600) -> str:
-        argv = [*self.prefix, "pgbackrest", *self.args, *options, command]
+    def __str__(self) -> str:
+        return self.name
+
+    def run(
+        self, command: str, *options: str, timeout: float = 3600, path: str | None = None
+    ) -> str:
+        """pgBackRest COMMAND with OPTIONS, and the repository PATH it takes (repo-ls)."""
+        argv = [*self.prefix, "pgbackrest", *self.args, *options, command, *filter(None, [path])]
         try:
             result = subprocess.run(
                 argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
@@ -157,7 +204,17 @@ class PgBackRest:
         self.run("backup", f"--type={kind}")
 
     def info(self) -> RepoInfo:
-        return parse_info(self.run("info", "--output=json", timeout=120))
+        # No log file: a read may run as another account than the archiver's
+        # (root, for the exporter) and must not leave it a file it cannot append to.
+        return parse_info(self.run("info", "--output=json", "--log-level-file=off", timeout=120))
+
+    def written(self, directory: str, prefix: str) -> datetime | None:
+        """When the newest file in the repository's DIRECTORY whose name starts with
+        PREFIX was written (a WAL segment's file name adds its checksum)."""
+        options = ("--output=json", "--log-level-file=off", f"--filter=^{prefix}")
+        listing = json.loads(self.run("repo-ls", *options, path=directory, timeout=120))
+        times = [entry["time"] for entry in listing.values() if entry.get("type") == "file"]
+        return datetime.fromtimestamp(max(times), UTC) if times else None
 
     def restore(self, target: datetime | None) -> None:
         """Into an empty data directory: to TARGET, or to the end of the archive."""

@@ -1,9 +1,10 @@
-"""What pgBackRest's repository holds, read from its files: the base backups
-(backup/<stanza>/backup.info) and the newest archived WAL segment.
+"""What pgBackRest's repository holds: the base backups and when the newest
+WAL segment reached it.
 
-Reading the files instead of running `pgbackrest info` lets `backup list`, doctor
-and the exporter answer wherever the repository is mounted, including the
-compose exporter's container, which has no pgBackRest.
+A directory repository is read from its files (backup/<stanza>/backup.info, the
+archive's segments), which lets `backup list`, doctor and the exporter answer
+wherever it is mounted, including the compose exporter's container, which has
+no pgBackRest. An S3 repository has no files here: pgBackRest reads it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .pgbackrest import BaseBackup
+from .pgbackrest import BaseBackup, PgBackRest
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,19 @@ def read(repo: Path, stanza: str) -> RepoStatus:
         sorted(backups, key=lambda b: b.stopped),
         _when(int(newest)) if newest is not None else None,
     )
+
+
+def query(client: PgBackRest, stanza: str) -> RepoStatus:
+    """The same, through pgBackRest (any repository type)."""
+    info = client.info()
+    newest = None
+    if info.archive_max and info.archive_id:
+        # Segments are filed under the first 16 characters of their name.
+        folder = f"archive/{stanza}/{info.archive_id}/{info.archive_max[:16]}"
+        newest = client.written(folder, info.archive_max)
+    return RepoStatus(info.backups, newest)
+
+
+def status(where: Path | PgBackRest, stanza: str) -> RepoStatus:
+    """From the repository's directory, or from pgBackRest."""
+    return query(where, stanza) if isinstance(where, PgBackRest) else read(where, stanza)

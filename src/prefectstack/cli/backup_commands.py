@@ -86,6 +86,15 @@ def backup(
     console.print(f"backup written: {path} ({path.stat().st_size} bytes)")
 
 
+def _repository_source(s):
+    """The repository's directory, or (an S3 store) pgBackRest, which only the
+    native mode configures for S3 (settings.check_compose_support)."""
+    from ..native import archiving
+    from ..native.layout import Layout
+
+    return archiving.repository_source(Layout(s.state_dir), s)
+
+
 def _base_backup(kind: str, env_file: Path, mode: str) -> None:
     from ..backups import repository
     from ..backups.pgbackrest import BackRestError
@@ -106,7 +115,7 @@ def _base_backup(kind: str, env_file: Path, mode: str) -> None:
             client.backup(kind)
     except BackRestError as exc:
         raise fail([str(exc)]) from None
-    newest = repository.read(s.pgbackrest_repo, s.project_name).newest()
+    newest = repository.status(_repository_source(s), s.project_name).newest()
     console.print(f"base backup written: {newest.label if newest else '?'} ({kind})")
 
 
@@ -119,10 +128,14 @@ def backup_list(
     oldest first, and the span a point-in-time restore can reach."""
     from ..backups import repository
     from ..backups.layout import listing
+    from ..backups.pgbackrest import BackRestError
 
     s = settings_from(env_file)
     files = listing(s.backup_dir, s.postgres_db)
-    repo = repository.read(s.pgbackrest_repo, s.project_name)
+    try:
+        repo = repository.status(_repository_source(s), s.project_name)
+    except BackRestError as exc:
+        raise fail([str(exc)]) from None
     window = repo.window
     if as_json:
         print(json.dumps({
@@ -157,7 +170,7 @@ def backup_list(
             f"to {window[1].isoformat(timespec='seconds')} (restore --to-time)"
         )
     else:
-        console.print(f"no pgBackRest base backup in {s.pgbackrest_repo}")
+        console.print(f"no pgBackRest base backup in {s.pgbackrest_repo_name}")
 
 
 @backup_app.command("verify")

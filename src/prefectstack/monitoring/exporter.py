@@ -46,6 +46,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..backups import repository
+from ..backups.pgbackrest import PgBackRest
 from ..health import SERVICE_CONSUMER_GROUPS, live_background_services, stream_backlog
 from . import storage
 from .background_tasks import stuck_background_task_runs
@@ -81,6 +82,16 @@ WHERE occurred > now() - interval '5 minutes'
 """
 
 
+def pgbackrest_source(env: dict[str, str]) -> Path | PgBackRest | None:
+    """A repository directory to read (PREFECTSTACK_PGBACKREST_REPO), or pgBackRest
+    with its configuration file (PREFECTSTACK_PGBACKREST_CONFIG: an S3 store)."""
+    if config := env.get("PREFECTSTACK_PGBACKREST_CONFIG"):
+        stanza = env.get("PREFECTSTACK_PGBACKREST_STANZA", "")
+        return PgBackRest([], [f"--config={config}", f"--stanza={stanza}"],
+                          name="the S3 repository")  # fmt: skip
+    return Path(repo) if (repo := env.get("PREFECTSTACK_PGBACKREST_REPO")) else None
+
+
 @dataclass(frozen=True)
 class Config:
     api_url: str
@@ -91,7 +102,7 @@ class Config:
     docket_db: int | None = None
     services_expected: int | None = None
     stuck_after_s: float | None = None  # BACKGROUND_TASK_STUCK_SECONDS in .env
-    pgbackrest_repo: Path | None = None
+    pgbackrest_repo: Path | PgBackRest | None = None  # see repository.status
     stanza: str | None = None
     data_dir: Path | None = None  # PostgreSQL's data directory (free space)
 
@@ -131,9 +142,7 @@ class Config:
             else None,
             services_expected=int(expected) if expected else None,
             stuck_after_s=float(stuck) if (stuck := env.get(STUCK_ENV)) else None,
-            pgbackrest_repo=Path(repo)
-            if (repo := env.get("PREFECTSTACK_PGBACKREST_REPO"))
-            else None,
+            pgbackrest_repo=pgbackrest_source(env),
             stanza=env.get("PREFECTSTACK_PGBACKREST_STANZA"),
             data_dir=Path(data) if (data := env.get("PREFECTSTACK_DATA_DIR")) else None,
         )
@@ -359,7 +368,7 @@ class PrefectCollector(Collector):
             last.add_metric([], status.last_archived_at.timestamp())
         metrics = [failing, failures, waiting, lag, timeout, last]
         if self.config.pgbackrest_repo and self.config.stanza:
-            repo = repository.read(self.config.pgbackrest_repo, self.config.stanza)
+            repo = repository.status(self.config.pgbackrest_repo, self.config.stanza)
             newest = gauge(
                 "pgbackrest_backup_newest_timestamp_seconds",
                 "End of the newest pgBackRest base backup of each kind.",

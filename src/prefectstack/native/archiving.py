@@ -63,12 +63,13 @@ def prepare(layout: Layout, s: StackSettings) -> None:
     connects with (the cluster requires passwords on its socket too) and the
     repository, all PostgreSQL's account's."""
     work = work_dir(layout)
-    for path in (work, work / "log", work / "lock", s.pgbackrest_repo):
+    local_repo = s.pgbackrest_repo_type == "posix"
+    for path in (work, work / "log", work / "lock", *([s.pgbackrest_repo] if local_repo else [])):
         path.mkdir(parents=True, exist_ok=True)
         _own(path)
     work.chmod(0o700)
     user = postgres.run_as_user()
-    if user:
+    if user and local_repo:
         probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(s.pgbackrest_repo)],
                                check=False)  # fmt: skip
         if probe.returncode != 0:
@@ -105,7 +106,13 @@ def client(layout: Layout, s: StackSettings) -> pgbackrest.PgBackRest:
     # On the command line, not only in the environment: `restore` writes them into
     # the restore_command the server runs, which has neither variable.
     args = [f"--config={config_path(layout)}", f"--stanza={s.project_name}"]
-    return pgbackrest.PgBackRest(prefix, args, env)
+    return pgbackrest.PgBackRest(prefix, args, env, name=s.pgbackrest_repo_name)
+
+
+def repository_source(layout: Layout, s: StackSettings) -> Path | pgbackrest.PgBackRest:
+    """Where `backup list`, doctor and the exporter read the repository: its
+    directory, or pgBackRest for an S3 store."""
+    return client(layout, s) if s.pgbackrest_repo_type == "s3" else s.pgbackrest_repo
 
 
 def scheduler(layout: Layout, s: StackSettings, pg_bindir: Path) -> Service:

@@ -13,6 +13,7 @@ import sys
 
 from .. import health
 from ..settings import StackSettings
+from . import archiving
 from .layout import Layout
 from .service import ADDONS_STAGE, Service, Skipped
 from .tools import Tools
@@ -166,7 +167,12 @@ def services(
                 "PREFECTSTACK_BACKUP_DIR": str(s.backup_dir),
                 "PREFECTSTACK_SERVICES_REPLICAS": str(s.prefect_services_replicas),
                 "PREFECTSTACK_BACKGROUND_TASK_STUCK_SECONDS": str(s.background_task_stuck_seconds),
-                "PREFECTSTACK_PGBACKREST_REPO": str(s.pgbackrest_repo),
+                # A directory is read from its files; an S3 store through pgBackRest.
+                **(
+                    {"PREFECTSTACK_PGBACKREST_CONFIG": str(archiving.config_path(layout))}
+                    if s.pgbackrest_repo_type == "s3"
+                    else {"PREFECTSTACK_PGBACKREST_REPO": str(s.pgbackrest_repo)}
+                ),
                 "PREFECTSTACK_PGBACKREST_STANZA": s.project_name,
                 "PREFECTSTACK_DATA_DIR": str(layout.postgres),
             },

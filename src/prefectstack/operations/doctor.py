@@ -15,9 +15,10 @@ import redis
 from .. import health
 from ..backups import repository
 from ..backups.layout import listing
+from ..backups.pgbackrest import BackRestError, PgBackRest
 from ..monitoring import storage
 from ..monitoring.background_tasks import stuck_background_task_runs
-from ..monitoring.exporter import STREAM_GROUPS, STUCK_ENV
+from ..monitoring.exporter import STREAM_GROUPS, STUCK_ENV, pgbackrest_source
 from ..releases import migrations
 from ..settings import StackSettings
 
@@ -80,11 +81,14 @@ class Targets:
     services_expected: int
     stuck_after_s: float
     schema_dir: Path  # the running release's migrations: what "at head" means
-    pgbackrest_repo: Path | None = None
+    pgbackrest_repo: Path | PgBackRest | None = None  # see repository.status
     stanza: str | None = None
 
     @classmethod
     def native(cls, s: StackSettings) -> Targets:
+        from ..native import archiving
+        from ..native.layout import Layout
+
         return cls(
             lb_url=s.lb_url,
             lb_verify=not s.tls,
@@ -112,7 +116,7 @@ class Targets:
             services_expected=s.prefect_services_replicas,
             stuck_after_s=s.background_task_stuck_seconds,
             schema_dir=native_migrations_dir(s),
-            pgbackrest_repo=s.pgbackrest_repo,
+            pgbackrest_repo=archiving.repository_source(Layout(s.state_dir), s),
             stanza=s.project_name,
         )
 
@@ -151,9 +155,7 @@ class Targets:
             services_expected=int(env.get("PREFECTSTACK_SERVICES_REPLICAS", "1")),
             stuck_after_s=float(env[STUCK_ENV]),
             schema_dir=installed_migrations_dir(),
-            pgbackrest_repo=Path(repo)
-            if (repo := env.get("PREFECTSTACK_PGBACKREST_REPO"))
-            else None,
+            pgbackrest_repo=pgbackrest_source(env),
             stanza=env.get("PREFECTSTACK_PGBACKREST_STANZA"),
         )
 
@@ -225,8 +227,8 @@ def _pgbackrest(t: Targets) -> list[Check]:
     if t.pgbackrest_repo is None or t.stanza is None:
         return []
     try:
-        repo = repository.read(t.pgbackrest_repo, t.stanza)
-    except (OSError, ValueError, KeyError) as exc:
+        repo = repository.status(t.pgbackrest_repo, t.stanza)
+    except (OSError, ValueError, KeyError, BackRestError) as exc:
         return [Check("pgbackrest", "fail", f"{t.pgbackrest_repo}: {type(exc).__name__}: {exc}")]
     if not repo.backups:
         detail = f"none in {t.pgbackrest_repo} yet: `prefectstack backup --kind full`"
