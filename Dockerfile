@@ -21,4 +21,12 @@ COPY deploy ./deploy
 RUN uv pip install --system --no-cache --no-deps . \
     && prefectstack --help >/dev/null
 
+# pgBackRest lets doctor and the exporter read an S3 repository
+# (docker-compose.s3.yml). The base image's Debian release decides its version:
+# any 2.x reads the repository the postgres image's 2.45 writes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pgbackrest \
+    && rm -rf /var/lib/apt/lists/*
+
 ENV PREFECTSTACK_DEPLOY_DIR=/opt/prefectstack/deploy

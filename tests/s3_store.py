@@ -24,6 +24,17 @@ from prefectstack.settings import load_settings
 
 BUCKET = "prefectstack-wal"
 KEY, SECRET, REGION = "test-key", "test-secret", "us-east-1"
+S3_OVERRIDE = "docker-compose.s3.yml"
+# An S3 repository's .env keys, but where the store is.
+S3_SETTINGS = {
+    "PGBACKREST_REPO_TYPE": "s3",
+    "PGBACKREST_S3_BUCKET": BUCKET,
+    "PGBACKREST_S3_REGION": REGION,
+    "PGBACKREST_S3_KEY": KEY,
+    "PGBACKREST_S3_KEY_SECRET": SECRET,
+    "PGBACKREST_S3_URI_STYLE": "path",
+    "PGBACKREST_S3_ENDPOINT": "s3.example.com",
+}
 NGINX_CONF = """
 daemon off;
 pid {dir}/nginx.pid;
@@ -55,16 +66,8 @@ class S3Store:
 
     def settings(self) -> dict[str, str]:
         """The .env keys of a stack whose repository is in this store."""
-        return {
-            "PGBACKREST_REPO_TYPE": "s3",
-            "PGBACKREST_S3_ENDPOINT": self.endpoint,
-            "PGBACKREST_S3_BUCKET": BUCKET,
-            "PGBACKREST_S3_REGION": REGION,
-            "PGBACKREST_S3_KEY": KEY,
-            "PGBACKREST_S3_KEY_SECRET": SECRET,
-            "PGBACKREST_S3_URI_STYLE": "path",
-            "PGBACKREST_S3_CA_FILE": str(self.ca),
-        }
+        return S3_SETTINGS | {"PGBACKREST_S3_ENDPOINT": self.endpoint,
+                              "PGBACKREST_S3_CA_FILE": str(self.ca)}  # fmt: skip
 
     def client(self):
         return boto3.client(

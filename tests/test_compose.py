@@ -15,10 +15,12 @@ import compose
 import pytest
 import yaml
 from dotenv import dotenv_values
+from s3_store import S3_OVERRIDE, S3_SETTINGS
 
 from prefectstack import generated
 from prefectstack.backups import pgbackrest
 from prefectstack.loadbalancer import nginx_config
+from prefectstack.monitoring.exporter import pgbackrest_source
 from prefectstack.native import archiving, topology
 from prefectstack.native import postgres as native_postgres
 from prefectstack.native.layout import Layout
@@ -26,7 +28,7 @@ from prefectstack.native.tools import locate
 from prefectstack.prefect_env import shared_env
 from prefectstack.settings import CLI_ONLY_KEYS, NATIVE_ONLY_KEYS, load_settings
 
-from conftest import REPO, read_env, state_tmpdir
+from conftest import REPO, read_env, state_tmpdir, write_env
 
 DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"  # the Go binary itself
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -471,6 +473,37 @@ def test_same_pgbackrest_options_in_both_modes(services, native):
         path_keys = {f"PGBACKREST_{k.upper().replace('-', '_')}" for k in paths}
         assert {k: v for k, v in got.items() if k not in path_keys} == expected, name
         assert set(got) == set(expected) | path_keys, name
+
+
+def test_s3_override_gives_the_store_to_every_pgbackrest_user(env_file, env_dir):
+    """docker-compose.s3.yml: the server's archive-push, the scheduler and the
+    exporter get native mode's S3 options, and the CA at its mount point."""
+    ca = env_dir / "s3-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s3_env = write_env(
+        env_dir / "s3.env",
+        read_env(env_file)
+        | S3_SETTINGS
+        | {"PGBACKREST_S3_CA_FILE": str(ca), "COMPOSE_FILE": f"docker-compose.yml:{S3_OVERRIDE}"},
+    )
+    result = subprocess.run(
+        [str(DOCKER_COMPOSE), "-f", str(COMPOSE_FILE), "-f", str(REPO / S3_OVERRIDE),
+         "--env-file", str(s3_env), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    options = pgbackrest.repo_options(load_settings(s3_env), Path("/unused"))
+    assert options.pop("repo1-storage-ca-file") == str(ca)
+    expected = pgbackrest.env_vars(options, load_settings(s3_env).project_name)
+    for name in ("postgres", "pgbackrest", "prefect-exporter"):
+        env = services[name]["environment"]
+        assert {k: env.get(k) for k in expected} == expected, name
+        assert env["PGBACKREST_REPO1_STORAGE_CA_FILE"] == "/etc/prefectstack/s3-ca.pem"
+        sources = {v["target"]: v["source"] for v in services[name]["volumes"]}
+        assert sources["/etc/prefectstack/s3-ca.pem"] == str(ca), name
+    exporter = services["prefect-exporter"]["environment"]
+    assert isinstance(pgbackrest_source(exporter), pgbackrest.PgBackRest)
 
 
 def test_same_published_ports_from_the_same_keys(native):

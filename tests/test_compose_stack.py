@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from compose_harness import compose_stack  # noqa: F401 (the compose project)
+from compose_harness import ComposeStack, compose_stack  # noqa: F401 (the compose project)
+from s3_store import S3_OVERRIDE, s3_store
 
 from prefectstack.operations.drill_targets import COMPONENTS
 
@@ -31,7 +33,7 @@ from browser import (
     chromium,
     playwright_fixture,  # noqa: F401 (the `playwright` fixture)
 )
-from conftest import Stack
+from conftest import Stack, read_env, state_tmpdir, write_env
 from rollout_workload import POOL_KEY, rollout_under_load, set_env_value
 from test_native_archiving import _flow_runs
 from test_native_e2e import poll
@@ -320,6 +322,52 @@ def _container_env(container_id: str) -> dict[str, str]:
 def _configuration_row(stack) -> dict:
     rows = json.loads(stack.cli("doctor", "--json", check=False).stdout)
     return next(row for row in rows if row["name"] == "configuration")
+
+
+# Reads the repository as doctor and the metrics do in the exporter's container.
+READ_REPOSITORY = """
+import os
+from prefectstack.backups import repository
+from prefectstack.monitoring.exporter import pgbackrest_source
+source = pgbackrest_source(dict(os.environ))
+status = repository.status(source, os.environ["PGBACKREST_STANZA"])
+print(type(source).__name__, len(status.backups))
+"""
+
+
+def test_s3_override_reaches_the_store_from_the_images(stack):
+    """With docker-compose.s3.yml, the postgres image's pgBackRest and the prefect
+    image's exporter code reach an S3 store with the settings compose renders
+    (containers on the host's network: the test store listens on loopback)."""
+    directory = state_tmpdir("prefectstack-compose-s3-")
+    try:
+        with s3_store(directory / "s3") as store:
+            files = f"{stack.env['COMPOSE_FILE']}:{S3_OVERRIDE}"
+            values = stack.env | store.settings() | {"COMPOSE_FILE": files}
+            env_file = write_env(directory / ".env", values)
+            s3_stack = ComposeStack(env_file, read_env(env_file))
+            services = json.loads(s3_stack.compose("config", "--format", "json").stdout)["services"]
+            runs = {
+                "postgres": ["pgbackrest", "--log-level-file=off", "info", "--output=json"],
+                "prefect-exporter": ["python", "-c", READ_REPOSITORY],
+            }
+            out = {}
+            for name, (entrypoint, *args) in runs.items():
+                svc = services[name]
+                argv = ["docker", "run", "--rm", "--network", "host", "--entrypoint", entrypoint,
+                        "-v", f"{store.ca}:/etc/prefectstack/s3-ca.pem:ro"]  # fmt: skip
+                for key, value in svc["environment"].items():
+                    argv += ["-e", f"{key}={value}"]
+                result = subprocess.run([*argv, svc["image"], *args], capture_output=True,
+                                        text=True, timeout=120, check=False)  # fmt: skip
+                assert result.returncode == 0, (name, result.stderr)
+                out[name] = result.stdout
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    # Reached the bucket, which has no stanza yet (an unreachable store is code 99).
+    repo = json.loads(out["postgres"])[0]["repo"][0]["status"]
+    assert repo == {"code": 1, "message": "missing stanza path"}, repo
+    assert out["prefect-exporter"].split() == ["PgBackRest", "0"], out["prefect-exporter"]
 
 
 def test_rollout_under_load_replaces_every_container_and_loses_nothing(stack):

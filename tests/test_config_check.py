@@ -182,6 +182,8 @@ BAD = [
     ("PGBACKREST_S3_PATH", dict(S3, PGBACKREST_S3_PATH="pgbackrest"), "must start with /"),
     ("PGBACKREST_S3_CA_FILE", dict(S3, PGBACKREST_S3_CA_FILE="/nonexistent/ca.pem"),
      "is not a file"),
+    ("COMPOSE_FILE", {"COMPOSE_FILE": "docker-compose.yml:docker-compose.s3.yml"},
+     "puts the repository in S3 but PGBACKREST_REPO_TYPE is posix"),
     ("EVENTS_RETENTION", {"EVENTS_RETENTION": "7 days"}, "must be a number of days such as 7d"),
     ("FLOW_RUN_RETENTION", {"FLOW_RUN_RETENTION": "0d"}, "must be a number of days such as 7d"),
     ("DB_VACUUM", {"DB_VACUUM": "everything"}, "Input should be 'events' or 'events,flow_runs'"),

@@ -3,10 +3,9 @@
 # at /pgbackrest (a host folder Docker may have created as root) becomes the
 # postgres account's, then the image's own entry point runs unchanged.
 set -eu
-if [ "${PGBACKREST_REPO1_TYPE:-posix}" != posix ]; then
-    echo "PGBACKREST_REPO_TYPE=${PGBACKREST_REPO1_TYPE}: the compose deployment keeps its" \
-        "pgBackRest repository in a directory (PGBACKREST_REPO_PATH); an S3 store is" \
-        "native mode's. Set PGBACKREST_REPO_TYPE=posix in .env." >&2
+if [ "${PGBACKREST_REPO1_TYPE:-posix}" = s3 ] && [ -z "${PGBACKREST_REPO1_S3_BUCKET:-}" ]; then
+    echo "PGBACKREST_REPO_TYPE is s3 but the store's settings are missing: add" \
+        "docker-compose.s3.yml to COMPOSE_FILE in .env" >&2
     exit 64
 fi
 if [ "$(id -u)" = 0 ] && [ -d /pgbackrest ]; then

@@ -44,6 +44,7 @@ EXPORTERS = 2  # postgres_exporter + the Prefect exporter
 PGADMIN = 5
 BACKUPS = 2  # a dump, plus a verify/restore at the same time
 RESERVE = 10  # superuser_reserved_connections (3) and room for psql / maintenance
+S3_OVERRIDE = "docker-compose.s3.yml"  # compose's S3 repository
 
 
 @dataclass(frozen=True)
@@ -306,13 +307,31 @@ def check_settings(s: StackSettings, *, stack_running: bool) -> list[Finding]:
             "with BACKUP_KEEP_MONTHS also 0, no backup is "
             f"kept longer than {s.backup_keep_days} days",
         )
+    found += _check_s3_repository(s)
+    return found
+
+
+def _check_s3_repository(s: StackSettings) -> list[Finding]:
+    found = []
+    override = S3_OVERRIDE in s.compose_files
     if s.pgbackrest_repo_type == "s3":
         ca = s.pgbackrest_s3_ca_file
         if ca is not None and not ca.is_file():
-            add("error", "PGBACKREST_S3_CA_FILE", f"{ca} is not a file")
-        add("info", "PGBACKREST_REPO_TYPE",
-            f"WAL and base backups go to {s.pgbackrest_repo_name} (native mode; the "
-            "compose deployment keeps its repository in a directory)")  # fmt: skip
+            found.append(Finding("error", "PGBACKREST_S3_CA_FILE", f"{ca} is not a file"))
+        found.append(Finding("info", "PGBACKREST_REPO_TYPE",
+                             f"WAL and base backups go to {s.pgbackrest_repo_name}"))  # fmt: skip
+        if not override:
+            found.append(Finding(
+                "warning", "COMPOSE_FILE",
+                f"the compose deployment needs {S3_OVERRIDE} in COMPOSE_FILE for the S3 "
+                "repository (native mode does not read COMPOSE_FILE)",
+            ))  # fmt: skip
+    elif override:
+        found.append(Finding(
+            "error", "COMPOSE_FILE",
+            f"{S3_OVERRIDE} puts the repository in S3 but PGBACKREST_REPO_TYPE is "
+            f"{s.pgbackrest_repo_type}: set PGBACKREST_REPO_TYPE=s3 or remove the file",
+        ))  # fmt: skip
     return found
 
 

@@ -58,20 +58,6 @@ NATIVE_ONLY_KEYS = frozenset(
         "NGINX_LOG_EXPORTER_PORT",
         "PREFECT_EXPORTER_PORT",
     }
-    # An S3-compatible pgBackRest repository (compose keeps it in a directory).
-    | {
-        f"PGBACKREST_S3_{k}"
-        for k in (
-            "ENDPOINT",
-            "BUCKET",
-            "REGION",
-            "KEY",
-            "KEY_SECRET",
-            "URI_STYLE",
-            "PATH",
-            "CA_FILE",
-        )
-    }
 )
 
 

@@ -53,11 +53,10 @@ def repo_options(s: StackSettings, repo: Path) -> dict[str, str]:
     """Where the repository is: the directory REPO, or the S3-compatible store."""
     if s.pgbackrest_repo_type != "s3":
         return {"repo1-type": "posix", "repo1-path": str(repo)}
-    host, _, port = (s.pgbackrest_s3_endpoint or "").partition(":")
     opts = {
         "repo1-type": "s3",
         "repo1-path": s.pgbackrest_s3_path,
-        "repo1-s3-endpoint": host,
+        "repo1-s3-endpoint": s.pgbackrest_s3_endpoint or "",  # host or host:port
         "repo1-s3-bucket": s.pgbackrest_s3_bucket or "",
         "repo1-s3-region": s.pgbackrest_s3_region or "",
         "repo1-s3-key": s.pgbackrest_s3_key or "",
@@ -66,8 +65,6 @@ def repo_options(s: StackSettings, repo: Path) -> dict[str, str]:
         else "",
         "repo1-s3-uri-style": s.pgbackrest_s3_uri_style,
     }
-    if port:
-        opts["repo1-storage-port"] = port
     if s.pgbackrest_s3_ca_file:
         opts["repo1-storage-ca-file"] = str(s.pgbackrest_s3_ca_file)
     return opts

@@ -86,9 +86,12 @@ def backup(
     console.print(f"backup written: {path} ({path.stat().st_size} bytes)")
 
 
-def _repository_source(s):
-    """The repository's directory, or (an S3 store) pgBackRest, which only the
-    native mode configures for S3 (settings.check_compose_support)."""
+def _repository_source(s, mode: str):
+    """The repository's directory, or, for an S3 store, pgBackRest as MODE runs it."""
+    if mode == "compose" and s.pgbackrest_repo_type == "s3":
+        from ..compose.archiving import pgbackrest_client
+
+        return compose_guard(lambda: pgbackrest_client(s))
     from ..native import archiving
     from ..native.layout import Layout
 
@@ -115,7 +118,7 @@ def _base_backup(kind: str, env_file: Path, mode: str) -> None:
             client.backup(kind)
     except BackRestError as exc:
         raise fail([str(exc)]) from None
-    newest = repository.status(_repository_source(s), s.project_name).newest()
+    newest = repository.status(_repository_source(s, mode), s.project_name).newest()
     console.print(f"base backup written: {newest.label if newest else '?'} ({kind})")
 
 
@@ -123,6 +126,7 @@ def _base_backup(kind: str, env_file: Path, mode: str) -> None:
 def backup_list(
     env_file: EnvFile = DEFAULT_ENV,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    mode: Mode = "native",
 ) -> None:
     """List the backups: pg_dump files per folder and pgBackRest base backups,
     oldest first, and the span a point-in-time restore can reach."""
@@ -130,10 +134,11 @@ def backup_list(
     from ..backups.layout import listing
     from ..backups.pgbackrest import BackRestError
 
+    check_mode(mode)
     s = settings_from(env_file)
     files = listing(s.backup_dir, s.postgres_db)
     try:
-        repo = repository.status(_repository_source(s), s.project_name)
+        repo = repository.status(_repository_source(s, mode), s.project_name)
     except BackRestError as exc:
         raise fail([str(exc)]) from None
     window = repo.window

@@ -83,8 +83,12 @@ WHERE occurred > now() - interval '5 minutes'
 
 
 def pgbackrest_source(env: dict[str, str]) -> Path | PgBackRest | None:
-    """A repository directory to read (PREFECTSTACK_PGBACKREST_REPO), or pgBackRest
-    with its configuration file (PREFECTSTACK_PGBACKREST_CONFIG: an S3 store)."""
+    """A repository directory to read (PREFECTSTACK_PGBACKREST_REPO), or, for an
+    S3 store, pgBackRest: with its configuration file (native mode,
+    PREFECTSTACK_PGBACKREST_CONFIG) or its PGBACKREST_* variables (compose,
+    docker-compose.s3.yml)."""
+    if env.get("PGBACKREST_REPO1_TYPE") == "s3":
+        return PgBackRest([], [], env, name="the S3 repository")
     if config := env.get("PREFECTSTACK_PGBACKREST_CONFIG"):
         stanza = env.get("PREFECTSTACK_PGBACKREST_STANZA", "")
         return PgBackRest([], [f"--config={config}", f"--stanza={stanza}"],
