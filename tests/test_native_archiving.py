@@ -53,14 +53,20 @@ def _assert_archived_after(stack, moment: datetime, timeout: float) -> None:
     assert (row["last_archived_time"] or moment) > moment, row
 
 
-def test_wal_is_archived_and_base_backups_are_listed(stack):
+def wait_for_first_backup(stack, timeout: float = 180) -> dict:
+    """`backup list --json` once the scheduler's first (full) base backup is listed."""
     listed = poll(
         lambda: json.loads(stack.cli("backup", "list", "--json").stdout),
         lambda b: b["base_backups"] and b["recoverable"],
-        timeout=180,
+        timeout=timeout,
         interval=3,
     )
-    assert listed["base_backups"][0]["kind"] == "full", listed  # the scheduler's first
+    assert listed["base_backups"][0]["kind"] == "full", listed
+    return listed
+
+
+def test_wal_is_archived_and_base_backups_are_listed(stack):
+    wait_for_first_backup(stack)
     diff = stack.cli("backup", "--kind", "diff")
     assert "base backup written" in diff.stdout and diff.stdout.rstrip().endswith("(diff)")
     listed = json.loads(stack.cli("backup", "list", "--json").stdout)

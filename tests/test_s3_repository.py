@@ -5,11 +5,10 @@ repository through pgBackRest; a point-in-time restore comes back from the bucke
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 
-from test_native_archiving import _doctor, _existing, _flow_runs
+from test_native_archiving import _doctor, _existing, _flow_runs, wait_for_first_backup
 from test_native_e2e import poll
 from test_native_monitoring import query
 
@@ -18,13 +17,7 @@ ROWS = ("postgres: WAL archiving", "pgbackrest: base backups", "pgbackrest: reco
 
 def test_wal_and_base_backups_go_to_the_bucket(second_stack):
     stack = second_stack
-    listed = poll(
-        lambda: json.loads(stack.cli("backup", "list", "--json").stdout),
-        lambda b: b["base_backups"] and b["recoverable"],
-        timeout=180,
-        interval=3,
-    )
-    assert listed["base_backups"][0]["kind"] == "full", listed  # the scheduler's first
+    wait_for_first_backup(stack)
     project = stack.env["PROJECT_NAME"]
     segments = stack.s3.objects(f"pgbackrest/archive/{project}/")
     assert any(key.endswith(".lz4") for key in segments), segments
