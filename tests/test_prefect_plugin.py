@@ -23,18 +23,20 @@ import prefect
 from docket import Docket, Worker
 from prefect.server.task_queue import MultiQueue, TaskQueue
 from prefect_redis import messaging
+from prefect.server.events import stream
 
 async def main():
     async with Docket(name="probe", url="memory://") as docket:
         print(TaskQueue.put.__qualname__, MultiQueue.get.__qualname__,
               Worker(docket).redelivery_timeout.total_seconds(),
-              messaging._trim_stream_to_lowest_delivered_id.__module__)
+              messaging._trim_stream_to_lowest_delivered_id.__module__,
+              stream.events.__module__)
 
 asyncio.run(main())
 """
 
 
-def test_prefect_env_installs_the_task_queue_docket_timeout_and_stream_trimming():
+def test_prefect_env_installs_every_part_of_the_plugin():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT")}
     env.update(shared_env())
     # What each mode adds from .env; nothing here connects to it.
@@ -45,7 +47,8 @@ def test_prefect_env_installs_the_task_queue_docket_timeout_and_stream_trimming(
     ).stdout.split()
     seconds = float(shared_env()["PREFECTSTACK_DOCKET_REDELIVERY_SECONDS"])
     assert out == ["RedisTaskQueue.put", "RedisMultiQueue.get", str(seconds),
-                   "prefectstack.prefect_plugin.stream_trimming"]  # fmt: skip
+                   "prefectstack.prefect_plugin.stream_trimming",
+                   "prefectstack.prefect_plugin.events_replay"]  # fmt: skip
 
 
 def test_the_plugin_refuses_a_prefect_release_it_was_not_read_against():
