@@ -410,6 +410,16 @@ def native(env_file):
     return settings, {svc.name: svc for svc in services}
 
 
+def test_native_services_of_postgres_account_read_nothing_from_the_checkout(native):
+    """As root, PostgreSQL and the pgBackRest scheduler run as 'postgres', which
+    cannot enter a checkout under /root: their files are in the state directory."""
+    _, native_services = native
+    as_postgres = [svc for svc in native_services.values() if svc.user]
+    assert {svc.name for svc in as_postgres} >= {"postgres", "pgbackrest"} or not as_postgres
+    for svc in as_postgres:
+        assert not [arg for arg in svc.argv if str(REPO) in arg], svc.name
+
+
 def test_same_services_except_documented_ones(model, native):
     _, native_services = native
     # config lists profile services only when the profile is on; read the file itself.

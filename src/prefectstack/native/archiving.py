@@ -33,6 +33,12 @@ def config_path(layout: Layout) -> Path:
     return work_dir(layout) / "pgbackrest.conf"
 
 
+def scheduler_script(layout: Layout) -> Path:
+    """deploy/pgbackrest/scheduler.sh, copied where PostgreSQL's account (which runs
+    it) can read it: a checkout under /root is closed to that account."""
+    return work_dir(layout) / "scheduler.sh"
+
+
 def heartbeat(layout: Layout) -> Path:
     return work_dir(layout) / "scheduler.alive"
 
@@ -77,6 +83,7 @@ def prepare(layout: Layout, s: StackSettings) -> None:
     files = {
         config_path(layout): pgbackrest.config_file(options(layout, s), s.project_name),
         work / "pgpass": f"*:*:*:{s.postgres_user}:{s.postgres_password.get_secret_value()}\n",
+        scheduler_script(layout): asset("pgbackrest", "scheduler.sh").read_text(),
     }
     for path, text in files.items():
         path.write_text(text)
@@ -127,8 +134,7 @@ def scheduler(layout: Layout, s: StackSettings, pg_bindir: Path) -> Service:
     }
     # `env` carries the (non-secret) settings: the launcher's private environment
     # file is root's, and this runs as PostgreSQL's account.
-    script = asset("pgbackrest", "scheduler.sh")
-    argv = ["env", *(f"{k}={v}" for k, v in env.items()), "sh", str(script)]
+    argv = ["env", *(f"{k}={v}" for k, v in env.items()), "sh", str(scheduler_script(layout))]
     return Service(
         name="pgbackrest",
         description="pgBackRest base backups "
