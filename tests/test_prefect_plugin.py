@@ -30,7 +30,8 @@ async def main():
         print(TaskQueue.put.__qualname__, MultiQueue.get.__qualname__,
               Worker(docket).redelivery_timeout.total_seconds(),
               messaging._trim_stream_to_lowest_delivered_id.__module__,
-              stream.events.__module__)
+              stream.events.__module__,
+              messaging.Publisher._publish_current_batch.__module__)
 
 asyncio.run(main())
 """
@@ -48,7 +49,8 @@ def test_prefect_env_installs_every_part_of_the_plugin():
     seconds = float(shared_env()["PREFECTSTACK_DOCKET_REDELIVERY_SECONDS"])
     assert out == ["RedisTaskQueue.put", "RedisMultiQueue.get", str(seconds),
                    "prefectstack.prefect_plugin.stream_trimming",
-                   "prefectstack.prefect_plugin.events_replay"]  # fmt: skip
+                   "prefectstack.prefect_plugin.events_replay",
+                   "prefectstack.prefect_plugin.publish_dedupe"]  # fmt: skip
 
 
 def test_the_plugin_refuses_a_prefect_release_it_was_not_read_against():

@@ -1,7 +1,8 @@
 """prefectstack's Prefect plugin: installs the Redis background-task queue, a
 shorter docket redelivery timeout, an exit on a failed background service,
-stream trimming that keeps unacknowledged messages and events-out subscriptions
-that replay the recent event stream, in Prefect's server processes.
+stream trimming that keeps unacknowledged messages, events-out subscriptions
+that replay the recent event stream and publishes that forget their
+deduplication marks when interrupted, in Prefect's server processes.
 
 Prefect 3.9.1 has no setting for its task queue (the other pluggable backends,
 e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, are module paths), so the queue
@@ -27,11 +28,19 @@ def setup_environment(*, ctx):
             f"not {ctx.prefect_version}: re-read the files named in "
             "prefectstack/releases/versions.py and extend VERIFIED_PREFECT"
         )
-    from . import docket_redelivery, events_replay, failed_services, stream_trimming, task_queue
+    from . import (
+        docket_redelivery,
+        events_replay,
+        failed_services,
+        publish_dedupe,
+        stream_trimming,
+        task_queue,
+    )
 
     task_queue.install()
     docket_redelivery.install()
     failed_services.install()
     stream_trimming.install()
     events_replay.install()
+    publish_dedupe.install()
     return None
