@@ -24,7 +24,6 @@ from prefectstack.settings import load_settings
 
 BUCKET = "prefectstack-wal"
 KEY, SECRET, REGION = "test-key", "test-secret", "us-east-1"
-S3_OVERRIDE = "docker-compose.s3.yml"
 # An S3 repository's .env keys, but where the store is.
 S3_SETTINGS = {
     "PGBACKREST_REPO_TYPE": "s3",

@@ -15,10 +15,11 @@ import compose
 import pytest
 import yaml
 from dotenv import dotenv_values
-from s3_store import S3_OVERRIDE, S3_SETTINGS
+from s3_store import S3_SETTINGS
 
 from prefectstack import generated
 from prefectstack.backups import pgbackrest
+from prefectstack.checks import S3_OVERRIDE
 from prefectstack.loadbalancer import nginx_config
 from prefectstack.monitoring.exporter import pgbackrest_source
 from prefectstack.native import archiving, topology

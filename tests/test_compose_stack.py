@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from compose_harness import ComposeStack, compose_stack  # noqa: F401 (the compose project)
-from s3_store import S3_OVERRIDE, s3_store
+from s3_store import s3_store
 
+from prefectstack.checks import S3_OVERRIDE
 from prefectstack.operations.drill_targets import COMPONENTS
 
 import test_native_e2e as native_e2e  # its scenarios, run here against compose

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+from s3_store import S3_SETTINGS
 
 from prefectstack.checks import check_env_file, check_service_layout, check_settings, has_errors
 from prefectstack.init_env import RELOCATED, postgres_can_reach, secret_keys
@@ -119,15 +120,6 @@ def with_values(path, **values):
     return write_env(path, env)
 
 
-S3 = {
-    "PGBACKREST_REPO_TYPE": "s3",
-    "PGBACKREST_S3_ENDPOINT": "s3.example.com",
-    "PGBACKREST_S3_BUCKET": "wal",
-    "PGBACKREST_S3_REGION": "eu-west-1",
-    "PGBACKREST_S3_KEY": "AKIAEXAMPLE",
-    "PGBACKREST_S3_KEY_SECRET": "secret-of-the-key",
-}
-
 BAD = [
     ("POSTGRES_PASSWORD", {"POSTGRES_PASSWORD": "admin123"}, "'admin123' is a well-known default"),
     ("REDIS_PASSWORD", {"REDIS_PASSWORD": "shortpw"}, "7 characters is too short"),
@@ -177,10 +169,10 @@ BAD = [
     ("PGBACKREST_REPO_TYPE", {"PGBACKREST_REPO_TYPE": "s3", "PGBACKREST_S3_ENDPOINT": "s3"},
      "is s3, which needs PGBACKREST_S3_BUCKET, PGBACKREST_S3_REGION, PGBACKREST_S3_KEY"),
     ("PGBACKREST_REPO_TYPE", {"PGBACKREST_REPO_TYPE": "gcs"}, "Input should be 'posix' or 's3'"),
-    ("PGBACKREST_S3_ENDPOINT", dict(S3, PGBACKREST_S3_ENDPOINT="https://s3.example.com"),
+    ("PGBACKREST_S3_ENDPOINT", dict(S3_SETTINGS, PGBACKREST_S3_ENDPOINT="https://s3.example.com"),
      "must be a host name, or host:port"),
-    ("PGBACKREST_S3_PATH", dict(S3, PGBACKREST_S3_PATH="pgbackrest"), "must start with /"),
-    ("PGBACKREST_S3_CA_FILE", dict(S3, PGBACKREST_S3_CA_FILE="/nonexistent/ca.pem"),
+    ("PGBACKREST_S3_PATH", dict(S3_SETTINGS, PGBACKREST_S3_PATH="pgbackrest"), "must start with /"),
+    ("PGBACKREST_S3_CA_FILE", dict(S3_SETTINGS, PGBACKREST_S3_CA_FILE="/nonexistent/ca.pem"),
      "is not a file"),
     ("COMPOSE_FILE", {"COMPOSE_FILE": "docker-compose.yml:docker-compose.s3.yml"},
      "puts the repository in S3 but PGBACKREST_REPO_TYPE is posix"),
