@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,15 @@ class Stack:
         return f"{self.lb}/api"
 
     @property
+    def events_out(self) -> str:
+        """The websocket address of /api/events/out through the load balancer."""
+        return self.lb.replace("http", "ws", 1) + "/api/events/out"
+
+    def ws_ssl(self) -> ssl.SSLContext | None:
+        """What a websocket client trusts: the stack's CA, with TLS."""
+        return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+
+    @property
     def auth_string(self) -> str:
         return self.env["PREFECT_SERVER_API_AUTH_STRING"]
 
@@ -260,14 +270,15 @@ SECOND_STACK_PREFECT = "3.9.0"
 @pytest.fixture(scope="session")
 def second_stack() -> Iterator[Stack]:
     """One more native stack, started once, for what the session stack does not
-    run: an older Prefect release and a pgBackRest repository in an S3-compatible
-    store (moto's server; `stack.s3` is the store)."""
+    run: TLS with a self-signed certificate, an older Prefect release and a
+    pgBackRest repository in an S3-compatible store (moto's server; `stack.s3`
+    is the store)."""
     from s3_store import s3_store
 
     directory = state_tmpdir("prefectstack-second-")
     with s3_store(directory / "s3") as store:
         overrides = {"PREFECT_VERSION": SECOND_STACK_PREFECT, "PREFECT_API_REPLICAS": "2",
-                     **store.settings()}  # fmt: skip
+                     "TLS_SELF_SIGNED": "true", **store.settings()}  # fmt: skip
         with extra_stack("", directory, **overrides) as s:
             s.s3 = store
             yield s

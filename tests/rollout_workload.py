@@ -26,7 +26,8 @@ class EventsSubscriber:
     goes away (as Prefect's own client does), asking again from the same start."""
 
     def __init__(self, stack):
-        self.url = stack.lb.replace("http://", "ws://") + "/api/events/out"
+        self.url = stack.events_out
+        self.ssl = stack.ws_ssl()
         self.token = stack.auth_string
         self.since = datetime.now(UTC)
         self.completed: set[str] = set()  # flow-run ids seen Completed
@@ -47,7 +48,9 @@ class EventsSubscriber:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
-                with connect(self.url, subprotocols=["prefect"], open_timeout=10) as ws:
+                with connect(
+                    self.url, subprotocols=["prefect"], open_timeout=10, ssl=self.ssl
+                ) as ws:
                     ws.send(json.dumps({"type": "auth", "token": self.token}))
                     assert json.loads(ws.recv(timeout=10))["type"] == "auth_success"
                     ws.send(self._filter())

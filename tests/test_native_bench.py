@@ -4,7 +4,13 @@ figure, side by side with a stock Prefect server, and leaves no flow run behind.
 from __future__ import annotations
 
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
+from prefectstack.bench import http_load
+from prefectstack.bench.errors import BenchError
 from prefectstack.localports import free_port
 
 from bench_figures import assert_bench_runs_deleted, assert_complete, run_short_bench
@@ -32,3 +38,30 @@ def test_bench_refuses_a_stack_that_does_not_answer(stack, tmp_path):
     env.unlink()
     assert result.returncode == 1, result.stdout
     assert "does not answer" in result.stderr, result.stderr
+
+
+def test_a_window_in_which_no_request_completed_is_an_error_not_a_figure():
+    """wrk counts only completed requests: against a server slower than the window
+    it reports 0 requests, which the bench must not print as 0 requests/s."""
+    answered = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            answered.wait(5)  # longer than the window; released when the test ends
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(BenchError, match="completed within the 1 s window"):
+            http_load.measure(url, "u:p", http_load.Request("health", "GET", "/"),
+                              http_load.Load(duration_s=1, connections=1, threads=1))  # fmt: skip
+    finally:
+        answered.set()
+        server.shutdown()
+        server.server_close()

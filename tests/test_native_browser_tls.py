@@ -1,7 +1,7 @@
 """The native stack's web UIs in a real browser (Debian's Chromium through
-Playwright), over plain HTTP on the session's stack and over TLS on a stack
-with a self-signed certificate, whose CA the browser and the Python clients
-trust; and what the TLS listener offers."""
+Playwright), over plain HTTP on the session's stack and over TLS on the second
+stack (a self-signed certificate, whose CA the browser and the Python clients
+trust); and what the TLS listener offers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from browser import (
     chromium,
     playwright_fixture,  # noqa: F401 (the `playwright` fixture)
 )
-from conftest import FLOWS, extra_stack
+from conftest import FLOWS
 
 
 def test_prefect_ui_in_a_browser(stack, browser, client_home):
@@ -38,13 +38,11 @@ def test_redis_ui_in_a_browser(stack, browser):
 # --- TLS -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_stack():
-    """A second, smaller native stack with TLS_SELF_SIGNED=true."""
-    overrides = {"TLS_SELF_SIGNED": "true", "PREFECT_API_REPLICAS": "2",
-                 "PREFECT_SERVICES_REPLICAS": "1"}  # fmt: skip
-    with extra_stack("prefectstack-tls-", **overrides) as s:
-        yield s
+@pytest.fixture()
+def tls_stack(second_stack):
+    """The second native stack (conftest), which has TLS_SELF_SIGNED=true."""
+    assert second_stack.env["TLS_SELF_SIGNED"] == "true"
+    return second_stack
 
 
 def test_prefect_ui_over_tls_trusting_the_stack_ca(tls_stack, playwright, client_home):

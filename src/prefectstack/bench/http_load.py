@@ -83,6 +83,11 @@ def measure(base_url: str, auth_string: str, request: Request, load: Load) -> di
     if done.returncode != 0 or not lines:
         raise BenchError(f"wrk {request.name} on {base_url}: {done.stderr.strip() or done.stdout}")
     raw = json.loads(lines[-1])
+    if raw["requests"] == 0:  # wrk counts only what completed: 0 req/s would be a false figure
+        raise BenchError(
+            f"no {request.name} request on {base_url} completed within the {load.duration_s} s"
+            " window (each took longer); run with a longer --duration"
+        )
     seconds = raw["duration_us"] / 1e6
     return {
         "requests_per_s": round(raw["requests"] / seconds, 1),
