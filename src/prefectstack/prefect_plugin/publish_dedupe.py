@@ -1,46 +1,74 @@
-"""A publish that did not reach Redis forgets its deduplication marks.
+"""A publish marks an event as seen and adds it to the stream in one atomic step.
 
-prefect-redis's publisher marks each event id as seen (for 5 minutes) before it
-adds the batch to the stream, and forgets the marks when adding fails with an
-Exception (prefect_redis/messaging.py `Publisher._publish_current_batch`). A
-cancellation is not an Exception: a replica stopping in the middle of a publish
-(a rollout, asyncio.run's cancellation of what is left) keeps the marks with
-nothing on the stream, and the client's re-send of the event after it
-reconnects is then dropped as a duplicate, so neither the event persister nor
-the task-run recorder ever sees it. Here any interruption forgets the marks of
-the messages not yet added.
+prefect-redis's publisher marks each message id as seen (SET NX, 5 minutes) in
+one round trip and adds the batch to the stream in later ones
+(prefect_redis/messaging.py `Publisher._publish_current_batch`), forgetting the
+marks only when adding fails with an Exception. A replica that stops in between
+(a cancellation during a rollout, or a SIGKILL) leaves marks with nothing on the
+stream, and the client's re-send of the event after it reconnects is dropped as
+a duplicate: neither the event persister nor the task-run recorder ever sees it.
+Here one Lua script, which Redis runs atomically, adds each message not seen
+before and then marks it: a publisher stopped at any point has done both for a
+message or neither.
 """
 
 from __future__ import annotations
+
+# KEYS: the stream, then the mark of each message that has the deduplication
+# attribute. ARGV: the marks' lifetime in seconds, then per message: whether it
+# has a mark ("1"/"0"), its data, its attributes. Added before marked, so a failed
+# add leaves no mark. Returns how many messages were added.
+SCRIPT = """
+local ttl = ARGV[1]
+local mark = 2
+local added = 0
+for i = 2, #ARGV, 3 do
+  local key = nil
+  if ARGV[i] == '1' then
+    key = KEYS[mark]
+    mark = mark + 1
+  end
+  if key == nil or redis.call('EXISTS', key) == 0 then
+    redis.call('XADD', KEYS[1], '*', 'data', ARGV[i + 1], 'attributes', ARGV[i + 2])
+    if key ~= nil then
+      redis.call('SET', key, '1', 'EX', ttl)
+    end
+    added = added + 1
+  end
+end
+return added
+"""
 
 
 def install() -> None:
     import orjson
     from prefect_redis import messaging
 
-    if getattr(messaging.Publisher._publish_current_batch, "prefectstack", False):
+    original = messaging.Publisher._publish_current_batch
+    if getattr(original, "prefectstack", False):
         return
 
     async def _publish_current_batch(self) -> None:
-        if not self._batch:
-            return
-        if self.deduplicate_by:
-            to_publish = await self.cache.without_duplicates(self.deduplicate_by, self._batch)
-        else:
-            to_publish = list(self._batch)
+        if not self._batch or not self.deduplicate_by:
+            return await original(self)
+        if not isinstance(self.cache, messaging.Cache):  # not prefect-redis's marks
+            return await original(self)
+        batch = list(self._batch)
         self._batch.clear()
-        added = 0
-        try:
-            for message in to_publish:
-                await self._client.xadd(
-                    self.stream,
-                    {"data": message.data, "attributes": orjson.dumps(message.attributes)},
+        keys, args = [self.stream], [int(messaging.MESSAGE_DEDUPLICATION_LOOKBACK.total_seconds())]
+        for message in batch:
+            value = (message.attributes or {}).get(self.deduplicate_by)
+            if value is not None:
+                keys.append(messaging._deduplication_key(self.cache.topic, value))
+            else:
+                messaging.logger.warning(
+                    "Message is missing deduplication attribute %r", self.deduplicate_by
                 )
-                added += 1
-        except BaseException:
-            if self.deduplicate_by:
-                await self.cache.forget_duplicates(self.deduplicate_by, to_publish[added:])
-            raise
+            args += ["1" if value is not None else "0", message.data,
+                     orjson.dumps(message.attributes)]  # fmt: skip
+        if not hasattr(self, "_prefectstack_script"):
+            self._prefectstack_script = self._client.register_script(SCRIPT)
+        await self._prefectstack_script(keys=keys, args=args)
 
     _publish_current_batch.prefectstack = True
     messaging.Publisher._publish_current_batch = _publish_current_batch
