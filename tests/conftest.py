@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
 from prefectstack.localports import free_port_values
 
@@ -137,14 +138,16 @@ class Stack:
     def api(self) -> str:
         return f"{self.lb}/api"
 
-    @property
-    def events_out(self) -> str:
-        """The websocket address of /api/events/out through the load balancer."""
-        return self.lb.replace("http", "ws", 1) + "/api/events/out"
-
-    def ws_ssl(self) -> ssl.SSLContext | None:
-        """What a websocket client trusts: the stack's CA, with TLS."""
-        return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+    @contextmanager
+    def events_socket(self) -> Iterator[ClientConnection]:
+        """An authenticated /api/events/out websocket through the load balancer
+        (trusting the stack's CA, with TLS)."""
+        url = self.lb.replace("http", "ws", 1) + "/api/events/out"
+        trust = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        with connect(url, subprotocols=["prefect"], open_timeout=10, ssl=trust) as ws:
+            ws.send(json.dumps({"type": "auth", "token": self.auth_string}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "auth_success"
+            yield ws
 
     @property
     def auth_string(self) -> str:

@@ -10,7 +10,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from prefectstack.client_config import client_values
 from prefectstack.operations import drill
@@ -26,9 +25,7 @@ class EventsSubscriber:
     goes away (as Prefect's own client does), asking again from the same start."""
 
     def __init__(self, stack):
-        self.url = stack.events_out
-        self.ssl = stack.ws_ssl()
-        self.token = stack.auth_string
+        self.stack = stack
         self.since = datetime.now(UTC)
         self.completed: set[str] = set()  # flow-run ids seen Completed
         self.reconnects = 0
@@ -48,11 +45,7 @@ class EventsSubscriber:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
-                with connect(
-                    self.url, subprotocols=["prefect"], open_timeout=10, ssl=self.ssl
-                ) as ws:
-                    ws.send(json.dumps({"type": "auth", "token": self.token}))
-                    assert json.loads(ws.recv(timeout=10))["type"] == "auth_success"
+                with self.stack.events_socket() as ws:
                     ws.send(self._filter())
                     while not self.stop.is_set():
                         try:

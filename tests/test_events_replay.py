@@ -10,17 +10,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from websockets.sync.client import connect
-
 
 def _receive(stack, name: str, since: datetime, seconds: float) -> list[str]:
     """The ids of the events named NAME a new subscriber receives within SECONDS,
     and within 3 more seconds after the first (a duplicate would come then)."""
     ids = []
-    with connect(stack.events_out, subprotocols=["prefect"], open_timeout=10,
-                 ssl=stack.ws_ssl()) as ws:  # fmt: skip
-        ws.send(json.dumps({"type": "auth", "token": stack.auth_string}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "auth_success"
+    with stack.events_socket() as ws:
         ws.send(json.dumps({"type": "filter", "filter": {
             "occurred": {"since": since.isoformat(),
                          "until": (since + timedelta(hours=1)).isoformat()},

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
 from prefectstack.polling import poll
 
@@ -104,7 +103,6 @@ def test_flow_with_tasks_logs_and_events_is_fully_recorded(stack, client_home):
 
 
 def test_events_out_subscriber_receives_events_of_a_run_made_elsewhere(stack, client_home):
-    ws_url = stack.lb.replace("http://", "ws://") + "/api/events/out"
     received: list[dict] = []
     ready = threading.Event()
     stop = threading.Event()
@@ -112,9 +110,7 @@ def test_events_out_subscriber_receives_events_of_a_run_made_elsewhere(stack, cl
 
     def subscribe():
         try:
-            with connect(ws_url, subprotocols=["prefect"], open_timeout=10) as ws:
-                ws.send(json.dumps({"type": "auth", "token": stack.auth_string}))
-                assert json.loads(ws.recv(timeout=10))["type"] == "auth_success"
+            with stack.events_socket() as ws:
                 now = datetime.now(UTC)
                 ws.send(
                     json.dumps(

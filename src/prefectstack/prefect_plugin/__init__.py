@@ -1,8 +1,8 @@
 """prefectstack's Prefect plugin: installs the Redis background-task queue, a
 shorter docket redelivery timeout, an exit on a failed background service,
 stream trimming that keeps unacknowledged messages, events-out subscriptions
-that replay the recent event stream and publishes that forget their
-deduplication marks when interrupted, in Prefect's server processes.
+that replay the recent event stream and publishes that add and mark each event
+in one atomic step, in Prefect's server processes.
 
 Prefect 3.9.1 has no setting for its task queue (the other pluggable backends,
 e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, are module paths), so the queue
