@@ -86,7 +86,7 @@ def measure(base_url: str, auth_string: str, request: Request, load: Load) -> di
     if raw["requests"] == 0:  # wrk counts only what completed: 0 req/s would be a false figure
         raise BenchError(
             f"no {request.name} request on {base_url} completed within the {load.duration_s} s"
-            " window (each took longer); run with a longer --duration"
+            " window (each took longer); run with a longer --duration or fewer --connections"
         )
     seconds = raw["duration_us"] / 1e6
     return {
