@@ -89,7 +89,7 @@ def rollout_under_load(stack, *command: str) -> list[str]:
         outcome.killed = names.group(1).split(", ") if names else []
         outcome.recovery_s = round(time.monotonic() - started, 1)
 
-    workload = drill.Workload(clients=2, runs=500, duration_s=150)
+    workload = drill.Workload(clients=2, runs=500, duration_s=600, stop_after_disruption=True)
     try:
         outcome = drill.under_load(api, command[0], workload, roll, print)
         completed = {r["id"] for r in api.flow_runs(outcome.tag) if r["state_type"] == "COMPLETED"}

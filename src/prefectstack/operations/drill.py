@@ -25,7 +25,7 @@ import httpx
 from ..polling import poll
 from .client_process import finish, spawn
 from .drill_targets import DrillError
-from .drill_workload import LOG_PREFIX, TASKS
+from .drill_workload import LOG_PREFIX, STOP_FILE_ENV, TASKS
 
 FINAL_TASK_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 # What a drill counts as lost, duplicated or stuck: any of these above 0 fails it.
@@ -52,6 +52,9 @@ class Workload:
     duration_s: float = 120.0  # no client starts a run after this
     recovery_timeout_s: float = 180.0
     settle_timeout_s: float = 90.0
+    # For a disruption of unknown length (a rollout): ask for more runs than it
+    # can take, and each client stops after one run started once it was over.
+    stop_after_disruption: bool = False
 
 
 @dataclass
@@ -155,7 +158,8 @@ def under_load(
     outcome = Outcome(label, tag=f"drill-{label}-{uuid.uuid4().hex[:8]}")
     since = datetime.now(UTC) - timedelta(minutes=1)
     with tempfile.TemporaryDirectory(prefix="prefectstack-drill-") as tmp:
-        clients = _start_clients(api, outcome.tag, workload, Path(tmp))
+        stop_file = Path(tmp) / "stop"
+        clients = _start_clients(api, outcome.tag, workload, Path(tmp), stop_file)
         try:
             in_flight = poll(
                 lambda: len(api.flow_runs(outcome.tag)),
@@ -166,6 +170,8 @@ def under_load(
             if not in_flight:
                 raise DrillError("no flow run started within 90 s: is the stack healthy?")
             disrupt(outcome)
+            if workload.stop_after_disruption:
+                stop_file.touch()
             results = _collect(clients, workload)
         finally:
             for proc, _ in clients:
@@ -174,13 +180,13 @@ def under_load(
     return outcome
 
 
-def _start_clients(api: Api, tag: str, workload: Workload, tmp: Path):
+def _start_clients(api: Api, tag: str, workload: Workload, tmp: Path, stop_file: Path):
     return [
         spawn(
             WORKLOAD,
             [tag, str(i), str(workload.runs), str(workload.duration_s)],
             tmp / f"client-{i}",
-            api.client_env,
+            {**api.client_env, STOP_FILE_ENV: str(stop_file)},
         )
         for i in range(workload.clients)
     ]
