@@ -5,7 +5,6 @@ line: the drill's workload), every run through create -> running -> completed.""
 from __future__ import annotations
 
 import math
-import signal
 import subprocess
 import tempfile
 import uuid
@@ -19,6 +18,8 @@ PROBE = "prefectstack.bench.probe"
 FLOW = "prefectstack-bench"
 RUN_DEADLINE_S = 300  # no client starts a run after this
 COLLECT_TIMEOUT_S = 600
+# The probe's sample in flight: a flow run, then up to two of its 30 s polls.
+PROBE_FINISH_S = 120
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ def run(client_env: dict[str, str], load: Concurrency, say) -> dict:
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="prefectstack-bench-") as tmp:
         say(f"lifecycle: {load.clients} clients x {load.runs} flow runs, and the probe")
-        probe_args = ["100000", str(RUN_DEADLINE_S), FLOW]
+        stop_probe = Path(tmp) / "stop-probe"
+        probe_args = [str(stop_probe), str(RUN_DEADLINE_S), FLOW]
         probe = spawn(PROBE, probe_args, Path(tmp) / "probe", client_env)
         clients = [
             spawn(
@@ -55,8 +57,8 @@ def run(client_env: dict[str, str], load: Concurrency, say) -> dict:
         rows = []
         for proc, log in clients:
             rows += [r for r in _finish(proc, log, COLLECT_TIMEOUT_S) if not _warm_up(r)]
-        probe[0].send_signal(signal.SIGTERM)  # the load is over: so is the probe
-        samples = _finish(*probe, 30)
+        stop_probe.touch()  # the load is over: so is the probe, after its sample in flight
+        samples = _finish(*probe, PROBE_FINISH_S)
     return {"lifecycle": _lifecycle(rows, load), "visibility": _visibility(samples)}
 
 
@@ -65,7 +67,7 @@ def _warm_up(row: dict) -> bool:
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> list[dict]:
-    rows, error = finish(proc, log, timeout, ok=(0, -signal.SIGTERM))
+    rows, error = finish(proc, log, timeout)
     if error and not rows:
         rows.append({"state": "CLIENT_ERROR", "error": error})
     return rows

@@ -4,13 +4,16 @@ readable through the API, measured by a client while the load runs.
 Each sample is one flow run with one task: from the task's Completed state (its
 client-side timestamp) until the API answers that task run COMPLETED, then from
 emitting a custom event until /events/filter returns it. Prints one JSON line per
-sample (null for a figure that did not show up within TIMEOUT_S).
-Usage: python -m prefectstack.bench.probe COUNT DEADLINE FLOW
+sample (null for a figure that did not show up within TIMEOUT_S). It stops once
+STOP_FILE exists and it has printed at least one sample, so that a load shorter
+than the probe's first (slowest) sample still gets a figure; or at DEADLINE.
+Usage: python -m prefectstack.bench.probe STOP_FILE DEADLINE FLOW
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -73,7 +76,7 @@ def event_ms(http: httpx.Client) -> float | None:
 
 
 def main() -> None:
-    count, deadline, name = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    stop_file, deadline, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 
     stop_at = time.monotonic() + deadline
     with _api() as http:
@@ -82,11 +85,11 @@ def main() -> None:
         def probe_flow() -> float | None:
             return task_run_ms(http)
 
-        for _ in range(count):
-            if time.monotonic() > stop_at:
-                break
+        while True:
             sample = {"task_run_ms": probe_flow(), "event_ms": event_ms(http)}
             print(json.dumps(sample), flush=True)
+            if os.path.exists(stop_file) or time.monotonic() > stop_at:
+                break
 
 
 if __name__ == "__main__":
