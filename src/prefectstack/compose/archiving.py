@@ -11,7 +11,7 @@ from pathlib import Path
 from ..backups.pgbackrest import PgBackRest
 from ..backups.pitr import ClusterControl
 from ..settings import StackSettings
-from .operations import ComposeError, _run, base
+from .operations import ComposeError, _run, base, wait_lb_serving
 
 # Everything that holds database connections, besides PostgreSQL itself.
 DATABASE_USERS = ("prefect-api", "prefect-background", "pgbackups", "pgbackrest",
@@ -71,6 +71,7 @@ class ComposeCluster(ClusterControl):
     def start_everything(self) -> None:
         _run([*self.compose, "run", "--rm", "prefect-migrate"])
         _run([*self.compose, "up", "-d", "--wait"])
+        wait_lb_serving(self.s)
 
 
 class _OneOff(PgBackRest):

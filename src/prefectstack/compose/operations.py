@@ -12,16 +12,22 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from ..backups.layout import listing
 from ..backups.operations import BackupError, StackControl
 from ..backups.pg import ComposePg
+from ..health import http_ok
 from ..operations.doctor import Check
 from ..paths import REPO_ROOT
 from ..settings import StackSettings
 
 WRITERS = ("prefect-api", "prefect-background")
+LB_SERVING_TIMEOUT_S = 60.0
+# Consecutive answers: with every upstream address current, nginx's round
+# robin gives each replica a turn within a few requests.
+LB_SERVING_STREAK = 3
 
 
 class ComposeError(Exception):
@@ -78,8 +84,28 @@ def pg(s: StackSettings) -> ComposePg:
     return ComposePg(base(s), user=s.postgres_user, port=s.postgres_port)
 
 
+def wait_lb_serving(s: StackSettings) -> None:
+    """Return once nginx passes requests to the API again after the replicas
+    restarted. Healthy containers are not enough: nginx drops a service's
+    addresses while none of its containers runs and picks them up at its next
+    DNS lookup (`resolver ... valid=5s`), answering 502 until then."""
+    url = f"{s.lb_url}/api/health"
+    streak, deadline = 0, time.monotonic() + LB_SERVING_TIMEOUT_S
+    while streak < LB_SERVING_STREAK:
+        probe = http_ok(url, verify=not s.tls)  # the listener, not its certificate
+        streak = streak + 1 if probe else 0
+        if not probe and time.monotonic() > deadline:
+            raise ComposeError(
+                f"the API replicas are healthy but the load balancer does not serve them "
+                f"within {LB_SERVING_TIMEOUT_S:.0f}s ({probe.detail}): "
+                "`docker compose logs nginx` says why"
+            )
+        time.sleep(0.5)
+
+
 class ComposeControl(StackControl):
     def __init__(self, s: StackSettings):
+        self.s = s
         self.compose = base(s)
 
     def stop_writers(self) -> None:
@@ -88,6 +114,7 @@ class ComposeControl(StackControl):
     def start_writers(self) -> None:
         _run([*self.compose, "run", "--rm", "prefect-migrate"])
         _run([*self.compose, "up", "-d", "--wait", *WRITERS])
+        wait_lb_serving(self.s)
 
 
 def backup_now(s: StackSettings) -> Path:
