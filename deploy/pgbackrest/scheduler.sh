@@ -10,6 +10,17 @@
 # (PGBACKREST_*, which is why this script's settings have other names) or its
 # config file.
 set -u
+# PID 1 in its container, where SIGTERM has no default action: without the
+# trap `docker stop` waits out the whole grace period. A backup in progress
+# finishes first; the sleep between checks is waited on in the background so
+# the trap runs at once.
+sleeper=
+trap 'kill $sleeper 2>/dev/null; exit 0' TERM INT
+pause() {
+    sleep "$1" &
+    sleeper=$!
+    wait "$sleeper"
+}
 
 : "${PGBACKREST_STANZA:?}" "${FULL_BACKUP_SCHEDULE:?}" "${DIFF_BACKUP_SCHEDULE:?}"
 heartbeat=${SCHEDULER_HEARTBEAT:-/tmp/pgbackrest-scheduler.alive}
@@ -44,10 +55,10 @@ seconds() {
 full_every=$(seconds "$FULL_BACKUP_SCHEDULE") || { echo "bad FULL_BACKUP_SCHEDULE" >&2; exit 2; }
 diff_every=$(seconds "$DIFF_BACKUP_SCHEDULE") || { echo "bad DIFF_BACKUP_SCHEDULE" >&2; exit 2; }
 
-until pg_isready -q -h "$socket" -p "$port"; do sleep 2; done
+until pg_isready -q -h "$socket" -p "$port"; do pause 2; done
 until pgbackrest stanza-create; do
     echo "stanza-create failed; retrying in 30 s" >&2
-    sleep 30
+    pause 30
 done
 
 # The stop time of the newest backup of a kind ("full" or any), 0 if none.
@@ -70,5 +81,5 @@ while true; do
     else
         echo "pgbackrest info FAILED" >&2
     fi
-    sleep "${SCHEDULER_CHECK_SECONDS:-60}"
+    pause "${SCHEDULER_CHECK_SECONDS:-60}"
 done
