@@ -20,7 +20,7 @@ from ..releases import runtime
 from ..settings import StackSettings
 from . import archiving, postgres, topology
 from .layout import Layout
-from .supervisor import ProcInfo, Supervisor, SupervisorError, write_config
+from .supervisor import RESTART_LISTENER, ProcInfo, Supervisor, SupervisorError, write_config
 from .tools import Tools, locate
 
 Report = Callable[[str, str], None]  # (service, message)
@@ -359,6 +359,9 @@ class NativeStack:
             for name in names:
                 self.report(name, "stopping")
             self.stop_many(names)
+        # Stopped by supervisord's shutdown, the listener would come last, after
+        # one main-loop pass (up to 1 s) per program group: about 20 s.
+        self.sup.stop(RESTART_LISTENER)
         self.sup.shutdown()
 
     def stop_many(self, names: list[str]) -> None:

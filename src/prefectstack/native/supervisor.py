@@ -28,6 +28,10 @@ class SupervisorError(Exception):
     pass
 
 
+# The event listener counting restarts (native/restart_listener.py).
+RESTART_LISTENER = "restart-counter"
+
+
 @dataclass(frozen=True)
 class ProcInfo:
     name: str
@@ -48,6 +52,7 @@ def write_config(
         project=project,
         services=services,
         python=python,
+        restart_listener=RESTART_LISTENER,
         as_root=os.geteuid() == 0,
     )
     layout.run.mkdir(parents=True, exist_ok=True)
