@@ -30,6 +30,7 @@ from .operations import ComposeError, base
 NGINX_RESOLVE_S = 5.0
 HEALTHY_TIMEOUT_S = 300.0
 STOP_GRACE_S = 30  # the services' stop_grace_period in docker-compose.yml
+CHECK_TIMEOUT_S = 5  # the services' healthcheck timeout
 RESTARTS_ALLOWED = 2  # a new container exiting this often at start will not come up
 
 
@@ -51,6 +52,21 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise ComposeError(f"docker {' '.join(args)}: {result.stderr.strip()}")
     return result
+
+
+def _passes_check_now(found: dict) -> bool:
+    """The container's own health check, run now: Docker runs it only every
+    `interval` (10 s), which a rollout would otherwise wait out per container."""
+    test = (found["Config"].get("Healthcheck") or {}).get("Test") or []
+    if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
+        return False
+    argv = test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
+    try:
+        result = subprocess.run(["docker", "exec", found["Id"], *argv], capture_output=True,
+                                timeout=CHECK_TIMEOUT_S, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
 
 
 class ComposeRollout:
@@ -98,7 +114,7 @@ class ComposeRollout:
             found = json.loads(_docker("inspect", container.id).stdout)[0]
             state = found["State"]
             health = (state.get("Health") or {}).get("Status")
-            if health == "healthy":
+            if health == "healthy" or (state["Running"] and _passes_check_now(found)):
                 return None
             if health == "unhealthy" or state["Status"] == "dead":
                 return f"{state['Status']}, health {health}"
